@@ -1,0 +1,44 @@
+"""The ``icl-mech`` command: a thin layer whose subcommands are library functions.
+
+Subcommands are registered under the ``icl_mech.commands`` entry-point group (pyproject.toml):
+each entry names a ``register(subparsers)`` function. That is how packages outside ``icl_mech``
+(the probes) add commands without ``icl_mech`` importing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from icl_mech.errors import IclMechError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icl-mech",
+        description="Train small transformers on in-context classification and take them apart "
+        "over training time (TransformerLens HookedTransformer models, dense checkpoints).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in sorted(entry_points(group="icl_mech.commands"), key=lambda e: e.name):
+        entry.load()(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; input errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except IclMechError as error:
+        print(f"icl-mech {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"icl-mech {args.command}: interrupted; what was saved is kept", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

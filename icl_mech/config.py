@@ -1,0 +1,228 @@
+"""Task, model and training configs: one frozen dataclass each, validated on construction.
+
+A run's saved ``config.json`` is exactly ``RunConfig.to_dict()``; ``RunConfig.from_dict`` reads it
+back. Every field has a one-line doc (the ``#:`` comment above it), as TransformerLens does for
+``HookedTransformerConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from icl_mech.errors import ConfigError
+
+Burstiness = Literal["bursty", "iid", "no_repeats"]
+BURSTINESS_MODES = ("bursty", "iid", "no_repeats")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+class _ConfigDict:
+    """``to_dict`` / ``from_dict`` round trip shared by the three configs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        _require(
+            not unknown,
+            f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(known)}",
+        )
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ConfigError(f"{cls.__name__}: {error}") from None
+
+
+@dataclass(frozen=True)
+class TaskConfig(_ConfigDict):
+    """The synthetic in-context classification task (PAPER.md, "paired" format)."""
+
+    #: Task diversity: number of training items. None means infinite (fresh items every sequence).
+    K: int | None = 1024
+    #: Tokens per sequence: N - 1 context (item, label) tokens, then the query token.
+    N: int = 20
+    #: Item dimension; items are drawn from N(0, I_D / D).
+    D: int = 63
+    #: Number of labels; the K items carry them in equal numbers.
+    L: int = 2
+    #: Within-item noise: each occurrence is (x + epsilon * N(0, I/D)) / sqrt(1 + epsilon^2).
+    epsilon: float = 0.0
+    #: Training contexts. "bursty": drawn with replacement, query forced into the context;
+    #: "iid": with replacement, query independent; "no_repeats": without replacement, query independent.
+    burstiness: Burstiness = "bursty"
+    #: Each context holds equal numbers of every label (the paper's contextual-statistics test).
+    equalized: bool = False
+    #: Sequences in each fixed evaluation set (train-distribution, ICL and IWL).
+    eval_size: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.K is not None:
+            _require(
+                isinstance(self.K, int) and self.K >= 2,
+                f"K must be an integer >= 2 or None (infinite), got {self.K!r}",
+            )
+            _require(
+                self.K % self.L == 0,
+                f"K={self.K} must be a multiple of L={self.L}: items carry the labels in equal numbers",
+            )
+            _require(
+                self.K >= self.N,
+                f"K={self.K} must be >= N={self.N}: the IWL set needs N-1 distinct context items "
+                "plus a query absent from them",
+            )
+        _require(self.N >= 2, f"N must be >= 2 (context plus query), got {self.N!r}")
+        _require(self.D >= 1, f"D must be >= 1, got {self.D!r}")
+        _require(self.L >= 2, f"L must be >= 2, got {self.L!r}")
+        _require(self.epsilon >= 0, f"epsilon must be >= 0, got {self.epsilon!r}")
+        _require(
+            self.burstiness in BURSTINESS_MODES,
+            f"burstiness must be one of {BURSTINESS_MODES}, got {self.burstiness!r}",
+        )
+        if self.equalized:
+            _require(
+                (self.N - 1) % self.L == 0,
+                f"equalized contexts need N-1={self.N - 1} to be a multiple of L={self.L}",
+            )
+        _require(self.eval_size >= 1, f"eval_size must be >= 1, got {self.eval_size!r}")
+
+    @property
+    def d_token(self) -> int:
+        """Width of a token: the item vector followed by the one-hot label."""
+        return self.D + self.L
+
+
+@dataclass(frozen=True)
+class ModelConfig(_ConfigDict):
+    """The transformer: a HookedTransformer whose width is the task's token width (D + L)."""
+
+    #: Transformer blocks (the paper's minimal model has one).
+    n_layers: int = 1
+    #: Attention heads per block; d_head = d_model / n_heads.
+    n_heads: int = 1
+    #: Hidden width of each block's ReLU MLP.
+    d_mlp: int = 512
+    #: Drop the MLPs (attention-only transformer).
+    attn_only: bool = False
+    #: Attention logits are q.k / attn_scale; the paper uses 1.0 (no 1/sqrt(d_head)).
+    attn_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.n_layers >= 1, f"n_layers must be >= 1, got {self.n_layers!r}")
+        _require(self.n_heads >= 1, f"n_heads must be >= 1, got {self.n_heads!r}")
+        _require(self.d_mlp >= 1, f"d_mlp must be >= 1, got {self.d_mlp!r}")
+        _require(self.attn_scale > 0, f"attn_scale must be > 0, got {self.attn_scale!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_ConfigDict):
+    """Optimisation, evaluation cadence and checkpoint schedule."""
+
+    #: Optimizer steps in the run.
+    steps: int = 6000
+    #: Sequences per step.
+    batch_size: int = 128
+    #: "sgd" (plain, as the paper) or "adam".
+    optimizer: str = "adam"
+    #: Learning rate.
+    lr: float = 1e-3
+    #: Weight decay of every parameter outside attention (MLP, LayerNorms, unembedding).
+    weight_decay: float = 0.0
+    #: Weight decay of attention parameters (the paper raises it to 3e-3 to show transience).
+    weight_decay_attn: float = 0.0
+    #: Evaluate on the fixed sets every this many steps (and at every checkpoint).
+    eval_every: int = 100
+    #: Checkpoints at 0, 1, 2, 4, ... below this, then every this many steps, and at the end.
+    checkpoint_every: int = 250
+    #: Stop early once ICL accuracy reaches this (None: never).
+    stop_icl_acc: float | None = None
+    #: Seed of the items, evaluation sets, data order and initialisation.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, f"steps must be >= 0, got {self.steps!r}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        _require(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}",
+        )
+        _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be > 0, got {self.lr!r}")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _require(
+            self.weight_decay_attn >= 0,
+            f"weight_decay_attn must be >= 0, got {self.weight_decay_attn!r}",
+        )
+        _require(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every!r}")
+        _require(
+            self.checkpoint_every >= 1,
+            f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}",
+        )
+        if self.stop_icl_acc is not None:
+            _require(
+                0 < self.stop_icl_acc <= 1,
+                f"stop_icl_acc must be in (0, 1] or None, got {self.stop_icl_acc!r}",
+            )
+
+
+_SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; saved as the run directory's config.json."""
+
+    #: The task sampled for training and evaluation.
+    task: TaskConfig = field(default_factory=TaskConfig)
+    #: The HookedTransformer's shape.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    #: Optimisation and checkpointing.
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: getattr(self, name).to_dict() for name in _SECTIONS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        _require(
+            isinstance(values, dict) and set(values) <= set(_SECTIONS),
+            f"a run config is a mapping with sections {sorted(_SECTIONS)}, got {values!r}",
+        )
+        return cls(**{name: kind.from_dict(values.get(name, {})) for name, kind in _SECTIONS.items()})
+
+    def override(self, **values: Any) -> RunConfig:
+        """A copy with fields replaced by bare name (``K=64, lr=0.1``), whichever section holds them."""
+        sections = {name: getattr(self, name).to_dict() for name in _SECTIONS}
+        for key, value in values.items():
+            owners = [name for name, fields in sections.items() if key in fields]
+            _require(
+                bool(owners),
+                f"unknown config field {key!r}; expected one of "
+                f"{sorted(k for fields in sections.values() for k in fields)}",
+            )
+            sections[owners[0]][key] = value
+        return RunConfig.from_dict(sections)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as the config expects it: int, float, bool, None/inf, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null", "inf", "infinite"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,111 @@
+"""A trained run as a time series: its config, metrics and the model at every checkpointed step.
+
+``load_run(path)`` reads only config.json; metrics and checkpoints are read when asked for, so a
+run with hundreds of checkpoints opens instantly and ``Run.models()`` walks them one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from icl_mech import storage
+from icl_mech.config import RunConfig
+from icl_mech.errors import CheckpointError, RunError
+from icl_mech.model import build_model
+from icl_mech.sampler import Batch, ItemPool, make_eval_sets, training_pool
+
+METRIC_COLUMNS = ["step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl_loss", "iwl_acc"]
+
+
+class Run:
+    """A run directory written by ``icl_mech.train`` (see ``icl_mech.storage`` for its layout)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunError(f"run directory {self.path} does not exist")
+        if not (self.path / storage.CONFIG).is_file():
+            raise RunError(f"{self.path} is not a run directory: it has no {storage.CONFIG}")
+        #: The task, model and training configs the run was trained with.
+        self.config = RunConfig.from_dict(storage.read_json(self.path / storage.CONFIG))
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, steps={len(self.steps)}, last={self.steps[-1] if self.steps else None})"
+
+    @property
+    def steps(self) -> list[int]:
+        """Every checkpointed step, ascending."""
+        return storage.checkpointed_steps(self.path)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per evaluated step: step, train/icl/iwl loss and accuracy."""
+        rows = storage.read_json_lines(self.path / storage.METRICS)
+        return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        """How the run ended (last step, early stop, time), or None while it is unfinished."""
+        path = self.path / storage.STATUS
+        return storage.read_json(path) if path.exists() else None
+
+    def state_dict(self, step: int, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The model's state dict at ``step``, straight from its safetensors file."""
+        if step not in self.steps:
+            raise RunError(
+                f"step {step} was never checkpointed in {self.path}; "
+                f"saved steps are {self.steps[:5]}...{self.steps[-3:]}"
+            )
+        tensors, _ = storage.load_tensors(storage.checkpoint_path(self.path, step), device)
+        return tensors
+
+    def _load_into(self, model: HookedTransformer, step: int) -> HookedTransformer:
+        try:
+            model.load_state_dict(self.state_dict(step, model.cfg.device))
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"checkpoint of step {step} in {self.path} does not fit the run's model: {error}"
+            ) from None
+        return model.eval()
+
+    def model(self, step: int | None = None, device: str | torch.device = "cpu") -> HookedTransformer:
+        """The HookedTransformer at ``step`` (default: the last one), in eval mode."""
+        if step is None:
+            if not self.steps:
+                raise RunError(f"{self.path} has no checkpoints yet")
+            step = self.steps[-1]
+        return self._load_into(build_model(self.config, device), step)
+
+    def models(
+        self, steps: Iterable[int] | None = None, device: str | torch.device = "cpu"
+    ) -> Iterator[tuple[int, HookedTransformer]]:
+        """``(step, model)`` over ``steps`` (default: all), loading one checkpoint at a time.
+
+        The same model object is yielded each time with the next step's weights loaded into it,
+        so walking a long run costs one model's memory; ``copy.deepcopy`` one to keep it.
+        """
+        model = build_model(self.config, device)
+        for step in self.steps if steps is None else steps:
+            yield step, self._load_into(model, step)
+
+    @cached_property
+    def pool(self) -> ItemPool | None:
+        """The K training items (regenerated from the seed; None when K is infinite)."""
+        return training_pool(self.config.task, self.config.train.seed)
+
+    def eval_sets(self, device: str | torch.device = "cpu") -> dict[str, Batch]:
+        """The fixed train / icl / iwl evaluation sets the trainer used (regenerated from the seed)."""
+        sets = make_eval_sets(self.config.task, self.pool, self.config.train.seed)
+        return {name: batch.to(device) for name, batch in sets.items()}
+
+
+def load_run(path: str | Path) -> Run:
+    """Open the run directory at ``path``."""
+    return Run(path)

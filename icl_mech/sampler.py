@@ -1,0 +1,205 @@
+"""One vectorized sampler for every kind of sequence: training, ICL evaluation, IWL evaluation.
+
+The kinds differ only by arguments: which item pool the context is drawn from, whether it is
+drawn with replacement, and where the query comes from. Whole batches are made with tensor ops
+from a seeded CPU ``torch.Generator`` (so a seed gives the same data on every device); there is
+no per-sequence Python loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from icl_mech.config import TaskConfig
+
+#: Where the query item comes from: forced into the context ("in_context", redrawn from the
+#: context when the uniform draw misses it), kept out of it ("absent"), or drawn independently.
+QueryMode = Literal["in_context", "absent", "independent"]
+
+#: How TaskConfig.burstiness draws training contexts.
+TRAINING_MODES: dict[str, dict] = {
+    "bursty": {"replacement": True, "query": "in_context"},
+    "iid": {"replacement": True, "query": "independent"},
+    "no_repeats": {"replacement": False, "query": "independent"},
+}
+
+_STREAMS = ("items", "eval", "train", "init")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """An independent, reproducible seed for one random stream of a run (items, eval, train, init)."""
+    return int(np.random.SeedSequence([seed, _STREAMS.index(stream)]).generate_state(1)[0])
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one random stream of a run."""
+    return torch.Generator().manual_seed(stream_seed(seed, stream))
+
+
+@dataclass(frozen=True)
+class ItemPool:
+    """A fixed set of items and their labels (the K training items, or K brand-new ones)."""
+
+    vectors: Float[Tensor, "K D"]
+    labels: Int[Tensor, " K"]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Sequences ready for the model, with what probes need to know about every position."""
+
+    #: Model input: context tokens (item, one-hot label), then the query (item, zeros).
+    tokens: Float[Tensor, "batch pos d_token"]
+    #: The query's label, the training target.
+    targets: Int[Tensor, " batch"]
+    #: Which item sits at each position: an index into the pool (for K=None, into the sequence's
+    #: own fresh items). The last position is the query.
+    item_ids: Int[Tensor, "batch pos"]
+    #: The label of the item at each position (the query's true label at the last one).
+    labels: Int[Tensor, "batch pos"]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def __getitem__(self, index: slice | Tensor) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+def make_pool(n_items: int, task: TaskConfig, generator: torch.Generator) -> ItemPool:
+    """``n_items`` items from N(0, I/D) with exactly ``n_items / L`` items carrying each label."""
+    vectors = torch.randn(n_items, task.D, generator=generator) / math.sqrt(task.D)
+    balanced = torch.arange(n_items) % task.L
+    labels = balanced[torch.randperm(n_items, generator=generator)]
+    return ItemPool(vectors, labels)
+
+
+def _draw_distinct(
+    n_seq: int, n_choices: int, n_draws: int, generator: torch.Generator
+) -> Int[Tensor, "n_seq n_draws"]:
+    """For each sequence, ``n_draws`` distinct indices below ``n_choices``, in random order."""
+    return torch.rand(n_seq, n_choices, generator=generator).topk(n_draws, dim=1).indices
+
+
+def _draw(
+    n_seq: int, n_choices: int, n_draws: int, replacement: bool, generator: torch.Generator
+) -> Int[Tensor, "n_seq n_draws"]:
+    if replacement:
+        return torch.randint(n_choices, (n_seq, n_draws), generator=generator)
+    return _draw_distinct(n_seq, n_choices, n_draws, generator)
+
+
+def _context_ids(
+    task: TaskConfig, pool: ItemPool, n_seq: int, replacement: bool, generator: torch.Generator
+) -> Int[Tensor, "n_seq n_ctx"]:
+    """Pool indices of the context items; with ``task.equalized``, equal numbers of each label."""
+    n_ctx = task.N - 1
+    if not task.equalized:
+        return _draw(n_seq, len(pool), n_ctx, replacement, generator)
+    by_label = torch.argsort(pool.labels, stable=True).reshape(task.L, -1)
+    per_label = n_ctx // task.L
+    draws = _draw(n_seq * task.L, by_label.shape[1], per_label, replacement, generator)
+    label_rows = torch.arange(task.L).repeat(n_seq)[:, None]
+    ids = by_label[label_rows, draws].reshape(n_seq, n_ctx)
+    shuffle = torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)
+    return ids.gather(1, shuffle)
+
+
+def _query_ids(
+    ids: Int[Tensor, "n_seq n_ctx"], n_items: int, query: QueryMode, generator: torch.Generator
+) -> Int[Tensor, " n_seq"]:
+    """Query items drawn uniformly from the pool, then forced into or out of the context."""
+    n_seq, n_ctx = ids.shape
+    drawn = torch.randint(n_items, (n_seq,), generator=generator)
+    if query == "in_context":
+        from_context = ids.gather(1, torch.randint(n_ctx, (n_seq, 1), generator=generator))[:, 0]
+        return torch.where((ids == drawn[:, None]).any(dim=1), drawn, from_context)
+    if query == "absent":
+        clash = (ids == drawn[:, None]).any(dim=1)
+        while clash.any():  # rounds of vectorized redraws; n_ctx < n_items so this ends fast
+            drawn[clash] = torch.randint(n_items, (int(clash.sum()),), generator=generator)
+            clash = (ids == drawn[:, None]).any(dim=1)
+    return drawn
+
+
+def _fresh_sequences(
+    task: TaskConfig, n_seq: int, query: QueryMode, generator: torch.Generator
+) -> tuple[Float[Tensor, "n_seq pos D"], Int[Tensor, "n_seq pos"], Int[Tensor, "n_seq pos"]]:
+    """K = infinity: every sequence gets its own new items (all distinct) and random labels."""
+    n_ctx = task.N - 1
+    vectors = torch.randn(n_seq, task.N, task.D, generator=generator) / math.sqrt(task.D)
+    labels = torch.randint(task.L, (n_seq, task.N), generator=generator)
+    if task.equalized:
+        balanced = torch.arange(n_ctx) % task.L
+        labels[:, :n_ctx] = balanced[torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)]
+    item_ids = torch.arange(task.N).repeat(n_seq, 1)
+    if query == "in_context":
+        item_ids[:, -1] = torch.randint(n_ctx, (n_seq,), generator=generator)
+        take = item_ids[..., None].expand(-1, -1, task.D)
+        vectors, labels = vectors.gather(1, take), labels.gather(1, item_ids)
+    return vectors, labels, item_ids
+
+
+def sample_batch(
+    task: TaskConfig,
+    pool: ItemPool | None,
+    n_seq: int,
+    generator: torch.Generator,
+    *,
+    replacement: bool,
+    query: QueryMode,
+) -> Batch:
+    """``n_seq`` sequences whose context items come from ``pool`` (None: fresh items per sequence).
+
+    ``replacement`` draws context items with replacement (repeats allowed); ``query`` says where
+    the query item comes from (see ``QueryMode``).
+    """
+    if pool is None:
+        vectors, labels, item_ids = _fresh_sequences(task, n_seq, query, generator)
+    else:
+        context = _context_ids(task, pool, n_seq, replacement, generator)
+        item_ids = torch.cat([context, _query_ids(context, len(pool), query, generator)[:, None]], 1)
+        vectors, labels = pool.vectors[item_ids], pool.labels[item_ids]
+    if task.epsilon > 0:
+        noise = torch.randn(vectors.shape, generator=generator) / math.sqrt(task.D)
+        vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)
+    label_part = F.one_hot(labels, task.L).float()
+    label_part[:, -1] = 0.0
+    return Batch(torch.cat([vectors, label_part], dim=-1), labels[:, -1], item_ids, labels)
+
+
+def training_pool(task: TaskConfig, seed: int) -> ItemPool | None:
+    """The run's K training items (None when K is infinite)."""
+    return None if task.K is None else make_pool(task.K, task, stream_generator(seed, "items"))
+
+
+def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[str, Batch]:
+    """The run's fixed evaluation sets, the same for every checkpoint of a seed.
+
+    - ``train``: the training distribution (held-out draws of it).
+    - ``icl``: brand-new items with random balanced labels, query in the context: only reading
+      the context solves it.
+    - ``iwl``: training items, context without repeats and the query absent from it: only
+      memorization solves it.
+    """
+    generator = stream_generator(seed, "eval")
+    new_items = None if task.K is None else make_pool(task.K, task, generator)
+    n = task.eval_size
+    return {
+        "train": sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness]),
+        "icl": sample_batch(task, new_items, n, generator, replacement=True, query="in_context"),
+        "iwl": sample_batch(task, pool, n, generator, replacement=False, query="absent"),
+    }
