@@ -17,6 +17,8 @@ from icl_mech.errors import ConfigError
 Burstiness = Literal["bursty", "iid", "no_repeats"]
 BURSTINESS_MODES = ("bursty", "iid", "no_repeats")
 OPTIMIZERS = ("sgd", "adam")
+#: Sub-circuits that TrainConfig.frozen can hold at their initial weights.
+FREEZABLE = ("attn", "mlp")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -148,6 +150,9 @@ class TrainConfig(_ConfigDict):
     stop_icl_acc: float | None = None
     #: Seed of the items, evaluation sets, data order and initialisation.
     seed: int = 0
+    #: Sub-circuits kept at their initial weights ("attn", "mlp"): the kinetics probe retrains
+    #: with one of them frozen and compares the other's learning curve.
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, f"steps must be >= 0, got {self.steps!r}")
@@ -172,6 +177,12 @@ class TrainConfig(_ConfigDict):
                 0 < self.stop_icl_acc <= 1,
                 f"stop_icl_acc must be in (0, 1] or None, got {self.stop_icl_acc!r}",
             )
+        frozen = (self.frozen,) if isinstance(self.frozen, str) else tuple(self.frozen)
+        _require(
+            set(frozen) <= set(FREEZABLE),
+            f"frozen must hold some of {FREEZABLE}, got {self.frozen!r}",
+        )
+        object.__setattr__(self, "frozen", frozen)  # JSON gives a list; keep equality with tuples
 
 
 _SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}

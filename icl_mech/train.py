@@ -65,10 +65,15 @@ def evaluate(model: HookedTransformer, batch: Batch) -> tuple[float, float]:
 
 
 def make_optimizer(model: HookedTransformer, train: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or Adam with one weight decay for attention parameters and another for the rest."""
+    """SGD or Adam with one weight decay for attention parameters and another for the rest.
+
+    Parameters of the sub-circuits in ``train.frozen`` are left out, so they keep their initial
+    weights.
+    """
     groups: dict[bool, list[torch.nn.Parameter]] = {True: [], False: []}
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
+        frozen = any(f".{circuit}." in name for circuit in train.frozen)
+        if parameter.requires_grad and not frozen:
             groups[".attn." in name].append(parameter)
     param_groups = [
         {"params": groups[True], "weight_decay": train.weight_decay_attn},
