@@ -16,6 +16,9 @@ from icl_mech.errors import ConfigError
 
 Burstiness = Literal["bursty", "iid", "no_repeats"]
 BURSTINESS_MODES = ("bursty", "iid", "no_repeats")
+#: Sequence formats: "paired" puts item and label in one token; "interleaved" (Reddy 2024) gives
+#: each its own token, x_1, l_1, ..., x_n, l_n, x_q, so reading the context takes an induction head.
+FORMATS = ("paired", "interleaved")
 OPTIMIZERS = ("sgd", "adam")
 #: Sub-circuits that TrainConfig.frozen can hold at their initial weights.
 FREEZABLE = ("attn", "mlp")
@@ -67,6 +70,14 @@ class TaskConfig(_ConfigDict):
     equalized: bool = False
     #: Sequences in each fixed evaluation set (train-distribution, ICL and IWL).
     eval_size: int = 2000
+    #: "paired" (item and label in one token) or "interleaved" (separate item and label tokens).
+    format: str = "paired"
+    #: Interleaved only: a bursty context holds (N-1)/B classes, each B times.
+    B: int = 1
+    #: Interleaved only: probability that a training sequence is bursty (else items are iid).
+    p_bursty: float = 1.0
+    #: Interleaved only: Zipf exponent of class frequencies, p(class k) ~ (k+1)^-zipf_alpha.
+    zipf_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         if self.K is not None:
@@ -97,11 +108,43 @@ class TaskConfig(_ConfigDict):
                 f"equalized contexts need N-1={self.N - 1} to be a multiple of L={self.L}",
             )
         _require(self.eval_size >= 1, f"eval_size must be >= 1, got {self.eval_size!r}")
+        _require(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.format == "interleaved":
+            self._check_interleaved()
+        else:
+            _require(
+                (self.B, self.p_bursty, self.zipf_alpha) == (1, 1.0, 0.0),
+                "B, p_bursty and zipf_alpha apply to format='interleaved' only; "
+                f"got B={self.B!r}, p_bursty={self.p_bursty!r}, zipf_alpha={self.zipf_alpha!r}",
+            )
+
+    def _check_interleaved(self) -> None:
+        _require(self.K is not None, "format='interleaved' needs a finite K (a set of training classes)")
+        _require(
+            self.L == 2,
+            f"format='interleaved' reads out one logit under the logistic loss, so L must be 2, got {self.L!r}",
+        )
+        _require(
+            isinstance(self.B, int) and self.B >= 1 and (self.N - 1) % self.B == 0,
+            f"B must be an integer >= 1 dividing N-1={self.N - 1}, got {self.B!r}",
+        )
+        _require(
+            (self.N - 1) // self.B % self.L == 0,
+            f"(N-1)/B={(self.N - 1) // self.B} classes per bursty context must be a multiple of "
+            f"L={self.L}: the ICL set gives every label to equally many of them",
+        )
+        _require(0 <= self.p_bursty <= 1, f"p_bursty must be in [0, 1], got {self.p_bursty!r}")
+        _require(self.zipf_alpha >= 0, f"zipf_alpha must be >= 0, got {self.zipf_alpha!r}")
 
     @property
     def d_token(self) -> int:
         """Width of a token: the item vector followed by the one-hot label."""
         return self.D + self.L
+
+    @property
+    def seq_len(self) -> int:
+        """Positions per sequence: N paired tokens, or N-1 (item, label) token pairs plus the query."""
+        return 2 * self.N - 1 if self.format == "interleaved" else self.N
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import warnings
 
-import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from icl_mech.config import RunConfig
+from icl_mech.interleaved import attach_embedding
 from icl_mech.sampler import stream_seed
 
 #: The paper's attention has no biases: these HookedTransformer parameters stay zero and frozen.
@@ -34,8 +35,10 @@ def hooked_config(config: RunConfig, device: str | torch.device = "cpu") -> Hook
         d_head=d_model // config.model.n_heads,
         d_mlp=None if config.model.attn_only else config.model.d_mlp,
         attn_only=config.model.attn_only,
-        n_ctx=config.task.N,
-        d_vocab=1,  # the token embedding is never used: tokens enter at start_at_layer=0
+        n_ctx=config.task.seq_len,
+        # Paired tokens enter whole at start_at_layer=0 and never use W_E; interleaved label
+        # tokens are embedded through it (icl_mech.interleaved).
+        d_vocab=config.task.L if config.task.format == "interleaved" else 1,
         d_vocab_out=1,  # one logit: the query's label under the logistic loss
         act_fn="relu",
         normalization_type="LN",
@@ -63,6 +66,8 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> Hooked
             bias = getattr(block.attn, name)
             bias.data.zero_()
             bias.requires_grad_(False)
+    if config.task.format == "interleaved":
+        attach_embedding(model)
     return model
 
 
@@ -79,24 +84,36 @@ def query_logits(
     """The query's logit, computing only what reaches it: the last block's query row.
 
     Same parameters and same math as ``full_query_logits`` (tests pin logits and gradients to
-    1e-5), but the last block's attention is one row, written as keys-times-query
-    (scores = LN(x_i) . (W_K q)) and values-after-mixing (W_V applied to the attention-weighted
-    mean of LN(x_i)), and its MLP runs on the query alone. Earlier blocks run in full.
+    1e-5), rearranged so that a training step costs a few small matrix products:
+
+    - LayerNorm's standardisation ``(x - mean) / std`` has no parameters, so it is taken once
+      (fused) and its scale and shift are applied after mixing: for a one-block model it is a
+      constant of the data and autograd never goes through the (batch, pos, d) tensor.
+    - The query's attention row is keys-times-query: scores_i = std(x_i) . (w_ln * W_K q). The
+      terms that are the same at every position (LN shift . W_K q, and q . b_K) cancel in the
+      softmax and are dropped.
+    - Values are applied after mixing: W_V (w_ln * sum_i p_i std(x_i) + b_ln), since sum_i p_i = 1.
+    - The MLP, final LayerNorm and unembedding run on the query alone.
+
+    Earlier blocks run in full through the HookedTransformer's own modules. The function is pure
+    in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
+    ensemble (icl_mech.ensemble).
     """
     resid = tokens
     for block in model.blocks[:-1]:
         resid = block(resid)
-    block = model.blocks[-1]
-    attn = block.attn
-    normed = block.ln1(resid)
-    query_in = normed[:, -1]
-    q = einops.einsum(query_in, attn.W_Q, "b d, h d e -> b h e") + attn.b_Q
-    key_dir = einops.einsum(attn.W_K, q, "h d e, b h e -> b h d")
-    scores = einops.einsum(normed, key_dir, "b n d, b h d -> b h n")
-    scores = (scores + (q * attn.b_K).sum(-1)[..., None]) / attn.attn_scale
-    mixed = einops.einsum(scores.softmax(dim=-1), normed, "b h n, b n d -> b h d")
-    z = einops.einsum(mixed, attn.W_V, "b h d, h d e -> b h e") + attn.b_V
-    resid_q = (resid[:, -1] + einops.einsum(z, attn.W_O, "b h e, h e d -> b d") + attn.b_O)[:, None]
+    block, eps = model.blocks[-1], model.cfg.eps
+    attn, ln1 = block.attn, block.ln1
+    standard = F.layer_norm(resid, resid.shape[-1:], eps=eps)
+    q = torch.einsum("bd,hde->bhe", standard[:, -1] * ln1.w + ln1.b, attn.W_Q) + attn.b_Q
+    key_dir = torch.einsum("hde,bhe->bhd", attn.W_K, q) * ln1.w
+    scores = key_dir @ standard.transpose(1, 2) / attn.attn_scale
+    mixed = (scores.softmax(dim=-1) @ standard) * ln1.w + ln1.b
+    z = torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V
+    resid_q = resid[:, -1] + torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O
     if not model.cfg.attn_only:
-        resid_q = resid_q + block.mlp(block.ln2(resid_q))
-    return model.unembed(model.ln_final(resid_q))[:, 0, 0]
+        mlp, ln2 = block.mlp, block.ln2
+        hidden = F.relu(F.layer_norm(resid_q, resid_q.shape[-1:], ln2.w, ln2.b, eps) @ mlp.W_in + mlp.b_in)
+        resid_q = resid_q + hidden @ mlp.W_out + mlp.b_out
+    final = F.layer_norm(resid_q, resid_q.shape[-1:], model.ln_final.w, model.ln_final.b, eps)
+    return (final @ model.unembed.W_U + model.unembed.b_U)[:, 0]

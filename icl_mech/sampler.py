@@ -8,6 +8,7 @@ no per-sequence Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -22,6 +23,9 @@ from icl_mech.config import TaskConfig
 
 #: Where the query item comes from: forced into the context ("in_context", redrawn from the
 #: context when the uniform draw misses it), kept out of it ("absent"), or drawn independently.
+#: In the interleaved format "in_context" makes a sequence bursty with probability
+#: ``task.p_bursty``: (N-1)/B classes, each B times, the query one of them; the other sequences
+#: draw their items iid and the query independently.
 QueryMode = Literal["in_context", "absent", "independent"]
 
 #: How TaskConfig.burstiness draws training contexts.
@@ -60,13 +64,17 @@ class Batch:
     """Sequences ready for the model, with what probes need to know about every position."""
 
     #: Model input: context tokens (item, one-hot label), then the query (item, zeros).
+    #: Interleaved: item tokens (item, zeros) and label tokens (zeros, one-hot label) alternate,
+    #: x_1, l_1, ..., x_n, l_n, then the query x_q.
     tokens: Float[Tensor, "batch pos d_token"]
     #: The query's label, the training target.
     targets: Int[Tensor, " batch"]
     #: Which item sits at each position: an index into the pool (for K=None, into the sequence's
-    #: own fresh items). The last position is the query.
+    #: own fresh items). The last position is the query. Interleaved: -1 on label tokens, whose
+    #: item is the token just before them.
     item_ids: Int[Tensor, "batch pos"]
-    #: The label of the item at each position (the query's true label at the last one).
+    #: The label of the item at each position (the query's true label at the last one);
+    #: interleaved: the label a label token shows, and the label of an item token's item.
     labels: Int[Tensor, "batch pos"]
 
     def __len__(self) -> int:
@@ -95,23 +103,39 @@ def _draw_distinct(
 
 
 def _draw(
-    n_seq: int, n_choices: int, n_draws: int, replacement: bool, generator: torch.Generator
+    n_seq: int,
+    n_choices: int,
+    n_draws: int,
+    replacement: bool,
+    generator: torch.Generator,
+    weights: Float[Tensor, "*rows n_choices"] | None = None,
 ) -> Int[Tensor, "n_seq n_draws"]:
+    """Indices below ``n_choices``, uniform or (interleaved Zipf classes) in proportion to
+    ``weights``, one row of weights for all sequences or one per sequence."""
+    if weights is not None:
+        rows = weights.expand(n_seq, n_choices)
+        return torch.multinomial(rows, n_draws, replacement=replacement, generator=generator)
     if replacement:
         return torch.randint(n_choices, (n_seq, n_draws), generator=generator)
     return _draw_distinct(n_seq, n_choices, n_draws, generator)
 
 
 def _context_ids(
-    task: TaskConfig, pool: ItemPool, n_seq: int, replacement: bool, generator: torch.Generator
+    task: TaskConfig,
+    pool: ItemPool,
+    n_seq: int,
+    n_ctx: int,
+    replacement: bool,
+    generator: torch.Generator,
+    weights: Float[Tensor, " K"] | None = None,
 ) -> Int[Tensor, "n_seq n_ctx"]:
-    """Pool indices of the context items; with ``task.equalized``, equal numbers of each label."""
-    n_ctx = task.N - 1
+    """``n_ctx`` pool indices per sequence; with ``task.equalized``, equal numbers of each label."""
     if not task.equalized:
-        return _draw(n_seq, len(pool), n_ctx, replacement, generator)
+        return _draw(n_seq, len(pool), n_ctx, replacement, generator, weights)
     by_label = torch.argsort(pool.labels, stable=True).reshape(task.L, -1)
     per_label = n_ctx // task.L
-    draws = _draw(n_seq * task.L, by_label.shape[1], per_label, replacement, generator)
+    label_weights = None if weights is None else weights[by_label].repeat(n_seq, 1)
+    draws = _draw(n_seq * task.L, by_label.shape[1], per_label, replacement, generator, label_weights)
     label_rows = torch.arange(task.L).repeat(n_seq)[:, None]
     ids = by_label[label_rows, draws].reshape(n_seq, n_ctx)
     shuffle = torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)
@@ -119,18 +143,23 @@ def _context_ids(
 
 
 def _query_ids(
-    ids: Int[Tensor, "n_seq n_ctx"], n_items: int, query: QueryMode, generator: torch.Generator
+    ids: Int[Tensor, "n_seq n_ctx"],
+    n_items: int,
+    query: QueryMode,
+    generator: torch.Generator,
+    weights: Float[Tensor, " K"] | None = None,
 ) -> Int[Tensor, " n_seq"]:
-    """Query items drawn uniformly from the pool, then forced into or out of the context."""
+    """Query items drawn from the pool (uniformly, or by ``weights``), then forced into or out of
+    the context."""
     n_seq, n_ctx = ids.shape
-    drawn = torch.randint(n_items, (n_seq,), generator=generator)
+    drawn = _draw(n_seq, n_items, 1, True, generator, weights)[:, 0]
     if query == "in_context":
         from_context = ids.gather(1, torch.randint(n_ctx, (n_seq, 1), generator=generator))[:, 0]
         return torch.where((ids == drawn[:, None]).any(dim=1), drawn, from_context)
     if query == "absent":
         clash = (ids == drawn[:, None]).any(dim=1)
         while clash.any():  # rounds of vectorized redraws; n_ctx < n_items so this ends fast
-            drawn[clash] = torch.randint(n_items, (int(clash.sum()),), generator=generator)
+            drawn[clash] = _draw(int(clash.sum()), n_items, 1, True, generator, weights)[:, 0]
             clash = (ids == drawn[:, None]).any(dim=1)
     return drawn
 
@@ -153,6 +182,56 @@ def _fresh_sequences(
     return vectors, labels, item_ids
 
 
+def _class_weights(task: TaskConfig) -> Float[Tensor, " K"] | None:
+    """Zipf class frequencies of the interleaved format; None (uniform draws) when alpha is 0."""
+    if task.format != "interleaved" or task.zipf_alpha == 0:
+        return None
+    return (torch.arange(task.K) + 1.0) ** -task.zipf_alpha
+
+
+def _bursty_ids(
+    task: TaskConfig, pool: ItemPool, n_seq: int, generator: torch.Generator
+) -> Int[Tensor, "n_seq N"]:
+    """Interleaved bursty sequences: (N-1)/B distinct classes, each B times in random order, and
+    the query one of them."""
+    n_ctx, weights = task.N - 1, _class_weights(task)
+    classes = _context_ids(task, pool, n_seq, n_ctx // task.B, False, generator, weights)
+    order = torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)
+    context = classes.repeat_interleave(task.B, dim=1).gather(1, order)
+    query = _query_ids(context, len(pool), "in_context", generator, weights)
+    return torch.cat([context, query[:, None]], dim=1)
+
+
+def _pool_ids(
+    task: TaskConfig, pool: ItemPool, n_seq: int, replacement: bool, query: QueryMode, generator: torch.Generator
+) -> Int[Tensor, "n_seq N"]:
+    """Pool indices of the context items, then the query's, for either format."""
+    if task.format == "interleaved" and query == "in_context":
+        is_bursty = torch.rand(n_seq, generator=generator) < task.p_bursty
+        bursty = _bursty_ids(task, pool, n_seq, generator)
+        if bool(is_bursty.all()):
+            return bursty
+        iid = _pool_ids(task, pool, n_seq, True, "independent", generator)
+        return torch.where(is_bursty[:, None], bursty, iid)
+    weights = _class_weights(task)
+    context = _context_ids(task, pool, n_seq, task.N - 1, replacement, generator, weights)
+    return torch.cat([context, _query_ids(context, len(pool), query, generator, weights)[:, None]], 1)
+
+
+def _interleave(
+    task: TaskConfig, vectors: Float[Tensor, "n_seq N D"], labels: Int[Tensor, "n_seq N"], item_ids: Int[Tensor, "n_seq N"]
+) -> Batch:
+    """Split every context (item, label) pair into an item token and a label token: x_1, l_1, ...,
+    x_n, l_n, x_q. The label token is the paired format's label part on its own."""
+    items = F.pad(vectors, (0, task.L))
+    label_tokens = F.pad(F.one_hot(labels[:, :-1], task.L).float(), (task.D, 0))
+    tokens = torch.cat([torch.stack([items[:, :-1], label_tokens], 2).flatten(1, 2), items[:, -1:]], 1)
+    no_item = torch.full_like(item_ids[:, :-1], -1)
+    ids = torch.cat([torch.stack([item_ids[:, :-1], no_item], 2).flatten(1, 2), item_ids[:, -1:]], 1)
+    position_labels = torch.cat([labels[:, :-1].repeat_interleave(2, dim=1), labels[:, -1:]], 1)
+    return Batch(tokens, labels[:, -1], ids, position_labels)
+
+
 def sample_batch(
     task: TaskConfig,
     pool: ItemPool | None,
@@ -170,12 +249,13 @@ def sample_batch(
     if pool is None:
         vectors, labels, item_ids = _fresh_sequences(task, n_seq, query, generator)
     else:
-        context = _context_ids(task, pool, n_seq, replacement, generator)
-        item_ids = torch.cat([context, _query_ids(context, len(pool), query, generator)[:, None]], 1)
+        item_ids = _pool_ids(task, pool, n_seq, replacement, query, generator)
         vectors, labels = pool.vectors[item_ids], pool.labels[item_ids]
     if task.epsilon > 0:
         noise = torch.randn(vectors.shape, generator=generator) / math.sqrt(task.D)
         vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)
+    if task.format == "interleaved":
+        return _interleave(task, vectors, labels, item_ids)
     label_part = F.one_hot(labels, task.L).float()
     label_part[:, -1] = 0.0
     return Batch(torch.cat([vectors, label_part], dim=-1), labels[:, -1], item_ids, labels)
@@ -191,15 +271,19 @@ def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[s
 
     - ``train``: the training distribution (held-out draws of it).
     - ``icl``: brand-new items with random balanced labels, query in the context: only reading
-      the context solves it.
+      the context solves it. Interleaved: every sequence bursty, uniform over the new classes,
+      each label on equally many of its classes (so counting labels in context does not help).
     - ``iwl``: training items, context without repeats and the query absent from it: only
       memorization solves it.
     """
     generator = stream_generator(seed, "eval")
     new_items = None if task.K is None else make_pool(task.K, task, generator)
     n = task.eval_size
+    icl_task = task
+    if task.format == "interleaved":
+        icl_task = dataclasses.replace(task, p_bursty=1.0, equalized=True, zipf_alpha=0.0)
     return {
         "train": sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness]),
-        "icl": sample_batch(task, new_items, n, generator, replacement=True, query="in_context"),
+        "icl": sample_batch(icl_task, new_items, n, generator, replacement=True, query="in_context"),
         "iwl": sample_batch(task, pool, n, generator, replacement=False, query="absent"),
     }
