@@ -95,7 +95,8 @@ def query_logits(
     - Values are applied after mixing: W_V (w_ln * sum_i p_i std(x_i) + b_ln), since sum_i p_i = 1.
     - The MLP, final LayerNorm and unembedding run on the query alone.
 
-    Earlier blocks run in full through the HookedTransformer's own modules. The function is pure
+    Earlier blocks run in full through the HookedTransformer's own modules, and the last block's
+    ``hook_resid_pre`` is called, so permanent hooks there still act. The function is pure
     in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
     ensemble (icl_mech.ensemble).
     """
@@ -104,6 +105,7 @@ def query_logits(
         resid = block(resid)
     block, eps = model.blocks[-1], model.cfg.eps
     attn, ln1 = block.attn, block.ln1
+    resid = block.hook_resid_pre(resid)  # permanent hooks still apply (the interleaved embedding)
     standard = F.layer_norm(resid, resid.shape[-1:], eps=eps)
     q = torch.einsum("bd,hde->bhe", standard[:, -1] * ln1.w + ln1.b, attn.W_Q) + attn.b_Q
     key_dir = torch.einsum("hde,bhe->bhd", attn.W_K, q) * ln1.w

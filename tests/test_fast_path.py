@@ -15,18 +15,20 @@ SHAPES = {
     "two_layers_multi_head": {"n_layers": 2, "n_heads": 5},
     "attn_only": {"attn_only": True, "n_layers": 2},
     "scaled_attention": {"attn_scale": 8.0},
+    "interleaved_one_layer": {"format": "interleaved"},
+    "interleaved_two_layers": {"format": "interleaved", "n_layers": 2},
 }
 
 
 def _model_and_tokens(shape: dict, dtype: torch.dtype, perturb: bool):
-    config = preset("cpu").override(K=64, N=12, d_mlp=32, **shape)
+    config = preset("cpu").override(K=64, N=13, d_mlp=32, **shape)
     model = build_model(config).to(dtype)
     generator = torch.Generator().manual_seed(0)
     # Perturbing sharpens attention and switches the (normally zero) attention biases on: the
     # algebra must hold for any weights, not only the ones training reaches.
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if perturb and (name.endswith(ATTENTION_BIASES) or ".attn.W_" in name):
+            if perturb and (name.endswith(ATTENTION_BIASES) or ".attn.W_" in name or name in ("W_E", "W_pos")):
                 parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=dtype))
     pool = training_pool(config.task, 0)
     batch = sample_batch(config.task, pool, 16, stream_generator(0, "train"), **TRAINING_MODES["bursty"])
