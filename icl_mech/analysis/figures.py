@@ -1,0 +1,51 @@
+"""Every analysis by name, and ``make_figures``: the library function behind ``icl-mech figures``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from icl_mech.analysis.icl_time import icl_time_figure
+from icl_mech.analysis.memorization import memorization_figure
+from icl_mech.analysis.plotting import MissingRuns
+from icl_mech.analysis.sweep_table import ICL_LEVEL, load_sweeps
+from icl_mech.analysis.threshold_scaling import threshold_scaling_figure
+from icl_mech.analysis.transience import transience_figure
+from icl_mech.analysis.transition import equalized_figure, transition_figure
+from icl_mech.errors import ConfigError
+
+#: Name -> analysis; each writes ``<name>.png`` and ``<name>.csv`` and returns a one-line summary.
+FIGURES: dict[str, Callable[[pd.DataFrame, Path], str]] = {
+    "transition": transition_figure,
+    "threshold_scaling": threshold_scaling_figure,
+    "memorization": memorization_figure,
+    "icl_time": icl_time_figure,
+    "transience": transience_figure,
+    "equalized": equalized_figure,
+}
+
+
+def make_figures(
+    sweeps: Iterable[str | Path], out_dir: str | Path, only: str | None = None, icl_level: float = ICL_LEVEL
+) -> dict[str, str]:
+    """Run every analysis (or ``only`` one) over the runs of ``sweeps``; name -> summary.
+
+    Analyses whose runs the sweeps do not hold are skipped (their summary says what is missing);
+    with ``only``, a missing kind of run is an error.
+    """
+    if only is not None and only not in FIGURES:
+        raise ConfigError(f"unknown figure {only!r}; expected one of {list(FIGURES)}")
+    table = load_sweeps(sweeps, icl_level)
+    summaries = {}
+    for name, figure in FIGURES.items():
+        if only not in (None, name):
+            continue
+        try:
+            summaries[name] = figure(table, Path(out_dir))
+        except MissingRuns as missing:
+            if only is not None:
+                raise
+            summaries[name] = f"skipped: {missing}"
+    return summaries

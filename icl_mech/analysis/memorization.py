@@ -1,0 +1,78 @@
+"""Claim 3: the memorization scaling law. With attention frozen at initialization the MLP alone
+must memorize the K item-label pairs; the time to do so grows as K^nu (the paper: nu ~ 0.7).
+
+Memorization is measured on the IWL set (the query item is absent from the context), so nothing
+read from context can help; the time is the step where IWL accuracy first reaches ``MEMORIZED``,
+interpolated between evaluations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from icl_mech.analysis.fits import PowerLawFit, fit_power_law
+from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.sweep_table import first_crossing
+from icl_mech.run import load_run
+
+#: IWL accuracy at which K items count as memorized.
+MEMORIZED = 0.9
+
+
+def memorization_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs with attention frozen (the MLP memorizes alone) and finite K."""
+    return table[(table.frozen == "attn") & np.isfinite(table.K)]
+
+
+def memorization_times(table: pd.DataFrame, level: float = MEMORIZED) -> pd.DataFrame:
+    """One row per frozen-attention run: K, seed, and t_mem (NaN when it never memorized)."""
+    rows = []
+    for row in memorization_runs(table).itertuples():
+        metrics = load_run(row.run).metrics
+        t_mem = first_crossing(metrics.step.to_numpy(), metrics.iwl_acc.to_numpy(), level, interpolate=True)
+        rows.append({"run": row.run, "K": row.K, "seed": row.seed, "N": row.N, "t_mem": t_mem, "final_iwl_acc": row.iwl_acc})
+    return pd.DataFrame(rows, columns=["run", "K", "seed", "N", "t_mem", "final_iwl_acc"])
+
+
+def fit_memorization_exponent(times: pd.DataFrame) -> PowerLawFit:
+    """nu from t_mem ~ K^nu over the runs that memorized (t_mem > 0)."""
+    reached = times[times.t_mem > 0]
+    if reached.K.nunique() < 2:
+        raise MissingRuns(
+            f"memorization needs frozen-attention runs (frozen=attn) that reach IWL accuracy {MEMORIZED} "
+            "at 2 or more values of K"
+        )
+    return fit_power_law(reached.K.to_numpy(), reached.t_mem.to_numpy())
+
+
+def memorization_figure(table: pd.DataFrame, out_dir: Path) -> str:
+    """memorization.png / .csv: IWL curves of the MLP alone, and t_mem against K with nu."""
+    times = memorization_times(table)
+    fit = fit_memorization_exponent(times)
+    figure, (curves, scaling) = plt.subplots(1, 2, figsize=(9, 3.8))
+    colors = {k: plt.cm.viridis(i / max(times.K.nunique() - 1, 1)) for i, k in enumerate(sorted(times.K.unique()))}
+    for row in times.itertuples():
+        metrics = load_run(row.run).metrics
+        curves.plot(metrics.step, metrics.iwl_acc, color=colors[row.K], lw=1, label=f"K={row.K:.0f}" if row.seed == times.seed.min() else None)
+    curves.axhline(MEMORIZED, color="gray", ls=":")
+    curves.set_xlabel("step")
+    curves.set_ylabel("IWL accuracy (attention frozen)")
+    curves.legend(fontsize=7)
+    reached = times[times.t_mem > 0]
+    scaling.loglog(reached.K, reached.t_mem, "o", color="C0", alpha=0.7, label="runs")
+    k = np.geomspace(reached.K.min(), reached.K.max(), 50)
+    low, high = fit.interval
+    scaling.loglog(k, fit(k), "-", color="C1", label=f"nu = {fit.exponent:.2f} [{low:.2f}, {high:.2f}]")
+    scaling.set_xlabel("K")
+    scaling.set_ylabel(f"steps to IWL accuracy {MEMORIZED}")
+    scaling.legend(fontsize=8)
+    table_out = times.assign(nu=fit.exponent, nu_low=low, nu_high=high, nu_sd=fit.exponent_sd)
+    save(figure, table_out, out_dir, "memorization")
+    never = int(times.t_mem.isna().sum())
+    return f"nu = {fit.exponent:.3f} (95% [{low:.3f}, {high:.3f}]) from {len(reached)} runs" + (
+        f"; {never} runs never memorized" if never else ""
+    )

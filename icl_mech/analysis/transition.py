@@ -1,0 +1,107 @@
+"""Claim 1 (and 5): final ICL and IWL accuracy against K, a sigmoid in log K, and K* per condition.
+
+A condition is a setting of the fields that vary across the sweep other than K and seed (N,
+equalized contexts, ...), so one sweep over K x N x equalized gives one curve and one K* each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from icl_mech.analysis.fits import CHANCE, PERFECT, fit_threshold
+from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.sweep_table import condition_columns, condition_label, plain_runs
+from icl_mech.errors import ConfigError
+
+
+def threshold_table(table: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per condition: K*, its 95% interval, the K values bracketing it, and run counts.
+
+    ``table`` is ``load_sweeps``' table of whole-model runs; conditions are ``by`` (default: the
+    fields that vary besides K and seed). Conditions with fewer than 3 finite K get no fit (NaN).
+    """
+    by = condition_columns(table) if by is None else by
+    groups = table.groupby(by, sort=True) if by else [((), table)]
+    rows = []
+    midpoint = (CHANCE + PERFECT) / 2
+    for key, runs in groups:
+        values = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        runs = runs[np.isfinite(runs.K)]
+        mean_icl = runs.groupby("K").icl_acc.mean()
+        below, above = mean_icl[mean_icl < midpoint].index, mean_icl[mean_icl >= midpoint].index
+        row = {
+            **values,
+            "condition": condition_label(values),
+            "runs": len(runs),
+            "seeds": runs.seed.nunique(),
+            "K_below": below.max() if below.size else np.nan,
+            "K_above": above.min() if above.size else np.nan,
+        }
+        try:
+            fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy())
+            row.update(K_star=fit.k_star, K_star_low=fit.interval[0], K_star_high=fit.interval[1],
+                       log_K_star_sd=fit.log_k_star_sd, width=fit.width)
+        except ConfigError:
+            row.update(K_star=np.nan, K_star_low=np.nan, K_star_high=np.nan, log_K_star_sd=np.nan, width=np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_transition(table: pd.DataFrame, thresholds: pd.DataFrame, by: list[str], title: str) -> plt.Figure:
+    """ICL (solid) and IWL (dashed) accuracy against K per condition, seeds as dots, K* shaded."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    for index, threshold in enumerate(thresholds.itertuples()):
+        color = f"C{index}"
+        runs = table
+        for field in by:
+            runs = runs[runs[field] == getattr(threshold, field)]
+        means = runs.groupby("K")[["icl_acc", "iwl_acc"]].mean()
+        axis.plot(means.index, means.icl_acc, "-o", color=color, label=f"ICL {threshold.condition}")
+        axis.plot(means.index, means.iwl_acc, "--s", color=color, alpha=0.6, label=f"IWL {threshold.condition}")
+        axis.scatter(runs.K, runs.icl_acc, color=color, s=10, alpha=0.4)
+        if np.isfinite(threshold.K_star):
+            axis.axvline(threshold.K_star, color=color, lw=1)
+            axis.axvspan(threshold.K_star_low, threshold.K_star_high, color=color, alpha=0.12)
+    axis.set_xscale("log")
+    axis.set_xlabel("K (training items)")
+    axis.set_ylabel("final accuracy")
+    axis.set_ylim(0.4, 1.02)
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    return figure
+
+
+def _describe(thresholds: pd.DataFrame) -> str:
+    return "; ".join(
+        f"{t.condition}: K*={t.K_star:.0f} [{t.K_star_low:.0f}, {t.K_star_high:.0f}]"
+        if np.isfinite(t.K_star) else f"{t.condition}: no fit (needs 3+ K)"
+        for t in thresholds.itertuples()
+    )
+
+
+def transition_figure(table: pd.DataFrame, out_dir: Path) -> str:
+    """transition.png / .csv: the K* fit of every condition of whole-model runs."""
+    runs = plain_runs(table)
+    if runs.K.nunique() < 3:
+        raise MissingRuns("transition needs whole-model runs at 3 or more values of K")
+    by = condition_columns(runs)
+    thresholds = threshold_table(runs, by)
+    save(plot_transition(runs, thresholds, by, "memorization -> ICL transition"), thresholds, out_dir, "transition")
+    return _describe(thresholds)
+
+
+def equalized_figure(table: pd.DataFrame, out_dir: Path) -> str:
+    """equalized.png / .csv (claim 5): the transition with equalized-label contexts against plain."""
+    runs = plain_runs(table)
+    shared = set(runs[runs.equalized].N) & set(runs[~runs.equalized].N)
+    runs = runs[runs.N.isin(shared)]
+    if runs.empty or runs.K.nunique() < 3:
+        raise MissingRuns("equalized needs runs with equalized=true and false at one N and 3 or more K")
+    by = list(dict.fromkeys(["equalized", *condition_columns(runs)]))
+    thresholds = threshold_table(runs, by)
+    save(plot_transition(runs, thresholds, by, "equalized-label contexts vs plain"), thresholds, out_dir, "equalized")
+    return _describe(thresholds)

@@ -1,0 +1,34 @@
+"""``icl-mech figures``: the paper's analyses over one or more sweep directories (PNG + CSV)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from icl_mech.analysis import FIGURES, make_figures
+from icl_mech.analysis.sweep_table import ICL_LEVEL
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
+    for name, summary in make_figures(args.sweep, out, args.only, args.icl_level).items():
+        print(f"{name}: {summary}")
+    print(f"written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "figures",
+        help="the paper's analyses over sweeps (transition, K* vs N, nu, t_ICL, transience, equalized)",
+        description="Read every run directory in the sweep directories and write, for each analysis, "
+        "<name>.png and <name>.csv: transition (K* with its interval), threshold_scaling (K* against N "
+        "beside 1/nu), memorization (nu from frozen-attention runs), icl_time (t_ICL histogram, bimodal "
+        "seeds), transience (ICL fading under attention weight decay), equalized (equalized contexts "
+        "against plain). Analyses whose runs are absent are skipped with a note.",
+    )
+    parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
+    parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
+    parser.add_argument("--out", help="where figures go (default: <first sweep>/figures)")
+    parser.add_argument("--icl-level", type=float, default=ICL_LEVEL, help="ICL accuracy defining t_ICL (default 0.95)")
+    parser.set_defaults(handler=run)

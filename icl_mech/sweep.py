@@ -1,0 +1,370 @@
+"""Sweeps: one run directory per point of a grid of config fields, resumable, on local worker
+processes or as a Slurm job array.
+
+A sweep directory holds one run directory per grid point (named from its grid values, e.g.
+``K64-seed0``) and ``index.csv``: the grid, each run's status (pending / running / finished /
+failed) and its final metrics. Running the same sweep again skips finished runs and resumes
+interrupted ones from their last checkpoint (``train(..., resume=True)``), so nothing is lost or
+recomputed. The status of a run is read from its directory, so the index can be rebuilt any time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import traceback
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from icl_mech import storage
+from icl_mech.config import RunConfig, parse_value
+from icl_mech.errors import ConfigError
+from icl_mech.train import train
+
+INDEX = "index.csv"
+#: Written into a run directory when its training raised; removed when the run is retried.
+ERROR = "sweep_error.txt"
+STATUSES = ("pending", "running", "finished", "failed")
+#: Final metrics copied into the index.
+FINAL_METRICS = ("icl_acc", "iwl_acc", "train_acc")
+
+Grid = dict[str, list[Any]]
+
+
+def parse_grid_values(text: str) -> list[Any]:
+    """``"1,2,3"`` (a list), ``"0..7"`` (an inclusive integer range), or ``"64,128,...,4096"``: a
+    geometric progression when LAST is FIRST times a power of SECOND/FIRST, otherwise arithmetic
+    (so ``10,20,...,40`` is 10, 20, 40; write ``10,20,30,40`` for the arithmetic one)."""
+    text = text.strip()
+    if match := re.fullmatch(r"(-?\d+)\.\.(-?\d+)", text):
+        low, high = int(match[1]), int(match[2])
+        if high < low:
+            raise ConfigError(f"range {text!r} is empty: expected LOW..HIGH with LOW <= HIGH")
+        return list(range(low, high + 1))
+    parts = [part.strip() for part in text.split(",")]
+    if "..." not in parts:
+        if not all(parts):
+            raise ConfigError(f"grid values {text!r} hold an empty item; expected a comma list")
+        return [parse_value(part) for part in parts]
+    first, second, last = (parse_value(parts[i]) for i in (0, 1, -1))
+    if parts[2:3] != ["..."] or len(parts) != 4 or not all(isinstance(v, int) for v in (first, second, last)) \
+            or not 0 < first < second <= last:
+        raise ConfigError(
+            f"progression {text!r} must read FIRST,SECOND,...,LAST with increasing positive integers "
+            "(e.g. 64,128,...,4096)"
+        )
+    if second % first == 0:
+        geometric = [first * (second // first) ** i for i in range(64) if first * (second // first) ** i <= last]
+        if geometric[-1] == last:
+            return geometric
+    arithmetic = list(range(first, last + 1, second - first))
+    if arithmetic[-1] != last:
+        raise ConfigError(f"progression {text!r} does not reach {last}: it stops at {arithmetic[-1]}")
+    return arithmetic
+
+
+def parse_grid(specs: Iterable[str]) -> Grid:
+    """``["K=64,128", "seed=0..1"]`` -> ``{"K": [64, 128], "seed": [0, 1]}`` (order kept)."""
+    grid: Grid = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--grid expects FIELD=VALUES, got {spec!r}")
+        if name in grid:
+            raise ConfigError(f"--grid names {name!r} twice; give all its values in one --grid")
+        grid[name] = parse_grid_values(values)
+    return grid
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "inf"
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value)) or "none"
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", str(value))
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """Run directory name of a grid point: ``{"K": 64, "seed": 0}`` -> ``K64-seed0``."""
+    return "-".join(f"{name}{_format_value(value)}" for name, value in point.items())
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: its grid values, its full config and where it is trained."""
+
+    #: The grid values of this point, by field name.
+    values: dict[str, Any]
+    #: The base config with the values applied.
+    config: RunConfig
+    #: Its run directory (inside the sweep directory).
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def plan_sweep(base: RunConfig, grid: Grid, out: str | Path) -> list[SweepPoint]:
+    """Every point of the grid's Cartesian product; invalid configs fail here, before any training."""
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid FIELD=VALUES")
+    out = Path(out)
+    points = []
+    for combination in itertools.product(*grid.values()):
+        values = dict(zip(grid, combination))
+        try:
+            config = base.override(**values)
+        except ConfigError as error:
+            raise ConfigError(f"grid point {point_name(values)}: {error}") from None
+        points.append(SweepPoint(values, config, out / point_name(values)))
+    return points
+
+
+def run_status(point: SweepPoint) -> str:
+    """pending (not started, or interrupted, or shorter than its config asks), finished, or
+    failed, read from the run directory."""
+    status_path = point.run_dir / storage.STATUS
+    if status_path.exists():
+        ended = storage.read_json(status_path)
+        if ended["stopped_early"] or ended["last_step"] >= point.config.train.steps:
+            return "finished"
+    if (point.run_dir / ERROR).exists():
+        return "failed"
+    return "pending"
+
+
+def _point_record(point: SweepPoint, status: str | None = None) -> dict[str, Any]:
+    """A row of the index: grid values, status, last evaluated step and its metrics."""
+    rows = storage.read_json_lines(point.run_dir / storage.METRICS)
+    last = rows[-1] if rows else {}
+    ended = storage.read_json(point.run_dir / storage.STATUS) if (point.run_dir / storage.STATUS).exists() else {}
+    error = (point.run_dir / ERROR).read_text().strip().splitlines() if (point.run_dir / ERROR).exists() else []
+    return {
+        "run": point.name,
+        **{name: _format_value(value) if value is None else value for name, value in point.values.items()},
+        "status": status or run_status(point),
+        "last_step": last.get("step"),
+        **{metric: last.get(metric) for metric in FINAL_METRICS},
+        "seconds": ended.get("seconds"),
+        "error": error[-1] if error else "",
+    }
+
+
+def write_index(out: Path, points: list[SweepPoint], running: Iterable[str] = ()) -> pd.DataFrame:
+    """Write ``index.csv`` for ``points`` (rows of other points already in it are kept)."""
+    running = set(running)
+    table = pd.DataFrame([_point_record(p, "running" if p.name in running else None) for p in points])
+    table["last_step"] = table["last_step"].astype("Int64")
+    path = out / INDEX
+    if path.exists():
+        previous = read_index(out)
+        table = pd.concat([previous[~previous.run.isin(table.run)], table], ignore_index=True)
+    storage.atomic_write(path, table.to_csv(index=False).encode())
+    return table
+
+
+def read_index(out: str | Path) -> pd.DataFrame:
+    """The sweep's ``index.csv``."""
+    path = Path(out) / INDEX
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: is {out} a sweep directory (icl-mech sweep --out)?")
+    table = pd.read_csv(path)
+    table["error"] = table["error"].fillna("")
+    return table
+
+
+def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int) -> list[str]:
+    """Train (or resume) the runs of one work unit; a failure is written into its run directory.
+
+    One unit is one run, or, with ensembles, several runs of the same shape trained together by
+    ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
+    """
+    torch.set_num_threads(threads)
+    dirs = [Path(d) for d in run_dirs]
+    for run_dir in dirs:
+        (run_dir / ERROR).unlink(missing_ok=True)
+    try:
+        parsed = [RunConfig.from_dict(c) for c in configs]
+        if len(parsed) == 1:
+            train(parsed[0], dirs[0], device=device, resume=True, progress=False)
+        else:
+            from icl_mech.ensemble import train_ensemble
+
+            train_ensemble(parsed, dirs, device=device, resume=True, progress=False)
+    except Exception:  # any failure is the run's result: recorded, the sweep goes on
+        message = traceback.format_exc()
+        for run_dir in dirs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            storage.atomic_write(run_dir / ERROR, message.encode())
+    return [str(d) for d in dirs]
+
+
+def ensemble_shape(config: RunConfig) -> str:
+    """What runs trained together must share: their whole config except seed and K (as JSON)."""
+    values = config.to_dict()
+    values["task"].pop("K")
+    values["train"].pop("seed")
+    return json.dumps(values, sort_keys=True)
+
+
+def group_units(points: list[SweepPoint], ensemble: int) -> list[list[SweepPoint]]:
+    """Work units: single points, or up to ``ensemble`` points of one shape (``ensemble_shape``)."""
+    if ensemble < 1:
+        raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
+    if ensemble == 1:
+        return [[point] for point in points]
+    shapes: dict[str, list[SweepPoint]] = {}
+    for point in points:
+        shapes.setdefault(ensemble_shape(point.config), []).append(point)
+    return [group[i : i + ensemble] for group in shapes.values() for i in range(0, len(group), ensemble)]
+
+
+def _unit_args(unit: list[SweepPoint]) -> tuple[list[dict], list[str]]:
+    return [p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit]
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class _Progress:
+    """Keeps ``index.csv`` and the progress bar current as units start and end."""
+
+    def __init__(self, out: Path, points: list[SweepPoint], done: int, progress: bool):
+        self.out, self.points, self.running = out, points, set()
+        self.bar = tqdm(total=len(points), initial=done, desc=f"sweep {out.name}", unit="run", disable=not progress)
+        write_index(out, points)
+
+    def started(self, unit: list[SweepPoint]) -> None:
+        self.running.update(point.name for point in unit)
+        write_index(self.out, self.points, self.running)
+
+    def ended(self, unit: list[SweepPoint]) -> None:
+        self.running.difference_update(point.name for point in unit)
+        self.bar.update(len(unit))
+        write_index(self.out, self.points, self.running)
+
+
+def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progress: _Progress) -> None:
+    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads."""
+    threads = max(1, available_cores() // workers)
+    queue = list(reversed(units))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_flight: dict[Future, list[SweepPoint]] = {}
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                unit = queue.pop()
+                in_flight[pool.submit(train_unit, *_unit_args(unit), device, threads)] = unit
+                progress.started(unit)
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a worker crash (not a training error, which train_unit records) propagates
+                progress.ended(in_flight.pop(future))
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Where the job array runs; each field maps onto submitit's ``update_parameters``."""
+
+    #: Slurm partition (``slurm_partition``); None: the cluster's default.
+    partition: str | None = None
+    #: Wall-clock limit of one array task in minutes (``timeout_min``).
+    time_min: int = 60
+    #: GPUs per array task (``gpus_per_node``).
+    gpus: int = 0
+    #: CPU cores per array task (``cpus_per_task``); also the task's torch threads.
+    cpus: int = 2
+    #: Array tasks running at once (``slurm_array_parallelism``).
+    parallelism: int = 64
+    #: Extra sbatch options, e.g. ``(("account", "mylab"),)`` (``slurm_additional_parameters``).
+    extra: tuple[tuple[str, str], ...] = ()
+    #: submitit cluster: None detects Slurm; "local" runs the array as local processes (tests).
+    cluster: str | None = None
+
+    def executor_parameters(self, name: str) -> dict[str, Any]:
+        """The keyword arguments of ``submitit.AutoExecutor.update_parameters``."""
+        parameters: dict[str, Any] = {
+            "name": name,
+            "timeout_min": self.time_min,
+            "cpus_per_task": self.cpus,
+            "slurm_array_parallelism": self.parallelism,
+        }
+        if self.gpus:
+            parameters["gpus_per_node"] = self.gpus
+        if self.partition:
+            parameters["slurm_partition"] = self.partition
+        if self.extra:
+            parameters["slurm_additional_parameters"] = dict(self.extra)
+        return parameters
+
+
+def _run_slurm(
+    units: list[list[SweepPoint]], out: Path, device: str, options: SlurmOptions, progress: _Progress
+) -> None:
+    """Submit all units as one job array and wait for it; a task that dies outside training
+    (time limit, node failure) is recorded as failed and is resumed by the next sweep command."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=options.cluster)
+    executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
+    configs, run_dirs = zip(*(_unit_args(unit) for unit in units)) if units else ((), ())
+    jobs = executor.map_array(train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units))
+    unit_of = {job.job_id: unit for job, unit in zip(jobs, units)}
+    for unit in units:
+        progress.started(unit)
+    for job in submitit.helpers.as_completed(jobs):
+        try:
+            job.result()
+        except Exception as error:
+            for point in unit_of[job.job_id]:
+                point.run_dir.mkdir(parents=True, exist_ok=True)
+                storage.atomic_write(point.run_dir / ERROR, f"slurm job {job.job_id}: {error}".encode())
+        progress.ended(unit_of[job.job_id])
+
+
+def run_sweep(
+    base: RunConfig,
+    grid: Grid,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    device: str = "cpu",
+    ensemble: int = 1,
+    slurm: SlurmOptions | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every grid point not yet finished into ``out`` and return the index.
+
+    ``executor="local"`` runs ``workers`` processes on this machine; ``"slurm"`` submits one job
+    array through submitit (options in ``slurm``) and waits for it. ``ensemble > 1`` trains up to
+    that many points of one shape (differing only in seed and K) together as one unit.
+    """
+    if executor not in ("local", "slurm"):
+        raise ConfigError(f"executor must be 'local' or 'slurm', got {executor!r}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    out = Path(out)
+    points = plan_sweep(base, grid, out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [point for point in points if run_status(point) != "finished"]
+    units = group_units(todo, ensemble)
+    progress_tracker = _Progress(out, points, len(points) - len(todo), progress)
+    with progress_tracker.bar:
+        if executor == "slurm":
+            _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
+        else:
+            _run_local(units, device, workers, progress_tracker)
+    return write_index(out, points)

@@ -1,0 +1,100 @@
+"""``icl-mech sweep``: train a grid of runs (resumable) on local processes or a Slurm job array."""
+
+from __future__ import annotations
+
+import argparse
+
+from icl_mech.presets import PRESETS, preset
+from icl_mech.sweep import STATUSES, SlurmOptions, available_cores, parse_grid, run_sweep
+from icl_mech.train_command import parse_assignments
+
+
+def _slurm_extra(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((key, str(value)) for key, value in parse_assignments(pairs).items())
+
+
+def run(args: argparse.Namespace) -> int:
+    base = preset(args.preset).override(**parse_assignments(args.set))
+    slurm = SlurmOptions(
+        partition=args.slurm_partition,
+        time_min=args.slurm_time,
+        gpus=args.slurm_gpus,
+        cpus=args.slurm_cpus,
+        parallelism=args.slurm_parallelism,
+        extra=_slurm_extra(args.slurm_option),
+    )
+    index = run_sweep(
+        base,
+        parse_grid(args.grid),
+        args.out,
+        executor=args.executor,
+        workers=args.workers,
+        device=args.device,
+        ensemble=args.ensemble,
+        slurm=slurm,
+        progress=not args.quiet,
+    )
+    counts = index.status.value_counts()
+    print(f"{args.out}/index.csv: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
+    for row in index[index.status == "failed"].itertuples():
+        print(f"  failed {row.run}: {row.error}")
+    return 1 if counts.get("failed", 0) else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train a grid of runs (one run directory per point, resumable)",
+        description="Train one run per point of the grid (the Cartesian product of every --grid) into "
+        "OUT/<point name>, and keep OUT/index.csv with each run's status and final metrics. Running "
+        "the same command again skips finished runs and resumes interrupted or failed ones.",
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="base config (default cpu)")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="FIELD=VALUES",
+        help="a config field and its values: a comma list (lr=1e-3,1e-2; K=inf), an integer range "
+        "(seed=0..7) or a progression (K=64,128,...,4096). Repeat for more fields.",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a config field held fixed over the sweep, e.g. --set steps=3000 --set stop_icl_acc=0.95",
+    )
+    parser.add_argument("--out", required=True, help="sweep directory")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="default local")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help=f"local worker processes, each with cores/workers torch threads (this machine: {available_cores()} cores)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for every run (default cpu)")
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="E",
+        help="train up to E runs that differ only in seed and K together in one process "
+        "(icl_mech.ensemble.train_ensemble); default 1: one run per process",
+    )
+    slurm = parser.add_argument_group("slurm (with --executor slurm; see docs/SWEEPS.md)")
+    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per run (default 60)")
+    slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run (default 0; pair with --device cuda)")
+    slurm.add_argument("--slurm-cpus", type=int, default=2, help="CPU cores per run (default 2)")
+    slurm.add_argument("--slurm-parallelism", type=int, default=64, help="array tasks running at once (default 64)")
+    slurm.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. --slurm-option account=mylab --slurm-option qos=short",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,133 @@
+"""Sweeps: grid parsing, skip/resume of finished and interrupted runs, failures recorded, Slurm path."""
+
+from __future__ import annotations
+
+import pytest
+
+from icl_mech import ConfigError, preset, storage, train
+from icl_mech.cli import main
+from icl_mech.sweep import (
+    ERROR,
+    SlurmOptions,
+    group_units,
+    parse_grid,
+    plan_sweep,
+    read_index,
+    run_status,
+    run_sweep,
+    train_unit,
+    write_index,
+)
+
+TINY = {"steps": 6, "eval_every": 2, "checkpoint_every": 2, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
+
+
+def tiny_base():
+    return preset("cpu").override(**TINY)
+
+
+@pytest.mark.parametrize(
+    ("spec", "values"),
+    [
+        ("K=64,128,...,4096", [64, 128, 256, 512, 1024, 2048, 4096]),
+        ("seed=0..3", [0, 1, 2, 3]),
+        ("N=10,20,...,50", [10, 20, 30, 40, 50]),
+        ("weight_decay_attn=0,3e-3", [0, 0.003]),
+        ("K=inf,64", [None, 64]),
+        ("equalized=true,false", [True, False]),
+    ],
+)
+def test_grid_values_read_lists_ranges_and_progressions(spec, values):
+    assert list(parse_grid([spec]).values()) == [values]
+
+
+@pytest.mark.parametrize(
+    ("specs", "named"),
+    [(["K"], "FIELD=VALUES"), (["seed=3..1"], "empty"), (["K=64,96,...,4010"], "does not reach"), (["K=1,2", "K=3"], "twice")],
+)
+def test_bad_grid_specs_are_refused_naming_the_spec(specs, named):
+    with pytest.raises(ConfigError, match=named):
+        parse_grid(specs)
+
+
+def test_invalid_grid_point_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="grid point K3-seed0"):
+        plan_sweep(tiny_base(), {"K": [64, 3], "seed": [0]}, tmp_path)
+    assert not tmp_path.joinpath("K64-seed0").exists()
+
+
+def test_points_are_named_by_their_grid_values(tmp_path):
+    points = plan_sweep(tiny_base(), parse_grid(["K=64,inf", "weight_decay_attn=3e-3"]), tmp_path)
+    assert [p.name for p in points] == ["K64-weight_decay_attn0.003", "Kinf-weight_decay_attn0.003"]
+    assert points[1].config.task.K is None and points[1].config.train.weight_decay_attn == 0.003
+
+
+def test_ensemble_groups_only_points_differing_in_seed_and_k(tmp_path):
+    grid = parse_grid(["K=64,128", "seed=0..2", "lr=1e-3,1e-2"])
+    units = group_units(plan_sweep(tiny_base(), grid, tmp_path), ensemble=4)
+    assert sorted(len(u) for u in units) == [2, 2, 4, 4]
+    for unit in units:
+        assert len({p.config.train.lr for p in unit}) == 1
+
+
+def test_a_failing_run_is_recorded_failed_and_retried_later(tmp_path):
+    (point,) = plan_sweep(tiny_base(), {"K": [64]}, tmp_path)
+    point.run_dir.mkdir()
+    (point.run_dir / "notes.txt").write_text("not a run")  # train refuses a non-run directory
+    train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", 1)
+    assert run_status(point) == "failed"
+    assert "not a run directory" in (point.run_dir / ERROR).read_text()
+    (point.run_dir / "notes.txt").unlink()
+    train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", 1)
+    assert run_status(point) == "finished" and not (point.run_dir / ERROR).exists()
+
+
+@pytest.mark.slow
+def test_rerunning_a_sweep_skips_finished_runs_and_resumes_interrupted_ones(tmp_path):
+    base, grid = tiny_base(), {"K": [64], "seed": [0, 1]}
+    fresh, interrupted = plan_sweep(base, grid, tmp_path)
+    # The second point was interrupted after step 4: its checkpoints up to 4 exist, no status.
+    train(interrupted.config.override(steps=4), interrupted.run_dir, progress=False)
+    (interrupted.run_dir / storage.STATUS).unlink()
+    kept = storage.checkpoint_path(interrupted.run_dir, 2)
+    kept_mtime = kept.stat().st_mtime_ns
+    assert run_status(interrupted) == "pending"
+
+    index = run_sweep(base, grid, tmp_path, workers=2, progress=False)
+    assert list(index.status) == ["finished", "finished"]
+    assert list(index.last_step) == [6, 6]
+    assert kept.stat().st_mtime_ns == kept_mtime  # resumed from step 4, not retrained
+    steps = [row["step"] for row in storage.read_json_lines(interrupted.run_dir / storage.METRICS)]
+    assert steps == [0, 1, 2, 4, 6]  # every evaluated step once, nothing lost or duplicated
+    assert read_index(tmp_path)[["run", "status", "last_step"]].values.tolist() == [
+        ["K64-seed0", "finished", 6], ["K64-seed1", "finished", 6]
+    ]
+
+    mtimes = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.safetensors")}
+    again = run_sweep(base, grid, tmp_path, workers=2, progress=False)
+    assert list(again.status) == ["finished", "finished"]
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.safetensors")} == mtimes
+
+
+@pytest.mark.slow
+def test_slurm_path_runs_a_two_point_grid_through_submitit_local_executor(tmp_path):
+    index = run_sweep(
+        tiny_base(), {"seed": [0, 1]}, tmp_path, executor="slurm", slurm=SlurmOptions(cluster="local", cpus=1), progress=False
+    )
+    assert list(index.status) == ["finished", "finished"]
+    assert (tmp_path / "seed1" / storage.STATUS).exists()
+    assert any((tmp_path / "slurm").rglob("*_submitted.pkl"))  # it went through submitit
+
+
+def test_sweep_command_reports_bad_grid_in_one_line(capsys, tmp_path):
+    assert main(["sweep", "--grid", "K=64,96,...,4010", "--out", str(tmp_path)]) == 2
+    assert "does not reach 4010" in capsys.readouterr().err
+
+
+def test_index_keeps_rows_of_points_from_an_earlier_grid(tmp_path):
+    first = plan_sweep(tiny_base(), {"seed": [0]}, tmp_path)
+    second = plan_sweep(tiny_base(), {"seed": [1]}, tmp_path)
+    write_index(tmp_path, first)
+    table = write_index(tmp_path, second)
+    assert sorted(table.run) == ["seed0", "seed1"]
+    assert sorted(read_index(tmp_path).run) == ["seed0", "seed1"]
