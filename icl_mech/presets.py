@@ -27,7 +27,7 @@ PAPER: dict[str, dict[str, Any]] = {
 #: The same model at a 20-token context, where the memorization -> ICL transition sits at K in
 #: the hundreds to low thousands and a run takes a minute on two CPU cores (README: measured K).
 CPU: dict[str, dict[str, Any]] = {
-    "task": {"K": 1024, "N": 20, "D": 63, "L": 2, "eval_size": 2000},
+    "task": {"K": 4096, "N": 20, "D": 63, "L": 2, "eval_size": 2000},
     "model": {"n_layers": 1, "n_heads": 1, "d_mlp": 512, "attn_scale": 1.0},
     "train": {
         "steps": 6000,

@@ -36,9 +36,8 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         base = RunConfig.from_dict(storage.read_json(Path(args.out) / storage.CONFIG))
     else:
         base = preset(args.preset or "cpu")
-    flags = {"K": args.K, "N": args.N, "seed": args.seed, "steps": args.steps}
-    overrides = {key: value for key, value in flags.items() if value is not None}
-    return base.override(**overrides, **parse_assignments(args.set))
+    flags = {key: getattr(args, key) for key in ("K", "N", "seed", "steps") if hasattr(args, key)}
+    return base.override(**flags, **parse_assignments(args.set))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,10 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="named config: 'paper' (N=100, K=20000, SGD lr 0.01) or 'cpu' (N=20, minutes on a "
         "CPU). Default cpu; when resuming without it, the run's saved config.",
     )
-    parser.add_argument("--K", type=parse_value, help="task diversity (number of training items); 'inf' for fresh items every sequence")
-    parser.add_argument("--N", type=int, help="tokens per sequence (context pairs plus the query)")
-    parser.add_argument("--seed", type=int, help="seed of items, eval sets, data order and init")
-    parser.add_argument("--steps", type=int, help="optimizer steps")
+    parser.add_argument("--K", type=parse_value, default=argparse.SUPPRESS, help="task diversity (number of training items); 'inf' for fresh items every sequence")
+    parser.add_argument("--N", type=int, default=argparse.SUPPRESS, help="tokens per sequence (context pairs plus the query)")
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="seed of items, eval sets, data order and init")
+    parser.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="optimizer steps")
     parser.add_argument(
         "--set",
         action="append",

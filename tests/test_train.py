@@ -1,0 +1,176 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from icl_mech import CheckpointError, RunError, load_run, train
+from icl_mech.model import full_query_logits
+from icl_mech.train import checkpoint_steps, evaluate, logistic_loss_and_accuracy
+
+from conftest import cpu_config
+
+
+def icl_mech_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "icl_mech", *args], capture_output=True, text=True, **kwargs
+    )
+
+
+def test_checkpoint_schedule_is_log_spaced_early_then_even():
+    assert checkpoint_steps(1000, 250) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 250, 500, 750, 1000]
+    assert checkpoint_steps(90, 40) == [0, 1, 2, 4, 8, 16, 32, 40, 80, 90]
+
+
+@pytest.mark.slow
+def test_small_K_run_memorizes_without_learning_in_context(memorizing_run):
+    final = memorizing_run.metrics.iloc[-1]
+    assert final.iwl_acc >= 0.9
+    assert final.icl_acc <= 0.65
+
+
+@pytest.mark.slow
+def test_large_K_run_acquires_in_context_learning(icl_run):
+    metrics = icl_run.metrics
+    assert metrics.icl_acc.iloc[0] <= 0.6
+    assert metrics.icl_acc.iloc[-1] >= 0.9
+    assert icl_run.status["stopped_early"]
+
+
+@pytest.mark.slow
+def test_run_directory_loads_with_config_steps_and_metrics(icl_run):
+    run = load_run(icl_run.path)
+    assert run.config == cpu_config(K=4096, steps=3000, stop_icl_acc=0.9, eval_every=50, checkpoint_every=250)
+    assert run.steps[:5] == [0, 1, 2, 4, 8] and run.steps == sorted(run.steps)
+    assert run.steps[-1] == run.metrics.step.iloc[-1] == run.status["last_step"]
+    assert list(run.metrics.columns) == [
+        "step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl_loss", "iwl_acc"
+    ]
+    assert set(run.steps) <= set(run.metrics.step)
+    assert not any(run.path.rglob("*.pt")) and not any(run.path.rglob("*.pkl"))
+
+
+@pytest.mark.slow
+def test_loaded_checkpoints_reproduce_the_logits_the_trainer_saw(icl_run):
+    eval_sets = icl_run.eval_sets()
+    metrics = icl_run.metrics.set_index("step")
+    for step in (icl_run.steps[0], icl_run.steps[len(icl_run.steps) // 2], icl_run.steps[-1]):
+        model = icl_run.model(step)
+        assert not model.training
+        for name in ("icl", "iwl"):
+            loss, acc = evaluate(model, eval_sets[name])
+            assert loss == pytest.approx(metrics.loc[step, f"{name}_loss"], rel=1e-6)
+            assert acc == metrics.loc[step, f"{name}_acc"]
+            with torch.no_grad():
+                full = full_query_logits(model, eval_sets[name].tokens)
+            full_loss, _ = logistic_loss_and_accuracy(full, eval_sets[name].targets)
+            assert full_loss.item() == pytest.approx(loss, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_models_iterates_checkpoints_lazily_in_order(memorizing_run):
+    seen = [(step, model.blocks[0].mlp.W_in.sum().item()) for step, model in memorizing_run.models()]
+    assert [step for step, _ in seen] == memorizing_run.steps
+    assert len({weight for _, weight in seen}) == len(seen)  # each step's own weights
+
+
+def run_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_metrics_and_weights(tmp_path):
+    args = ["train", "--K", "256", "--steps", "500", "--set", "checkpoint_every=100", "--set", "eval_every=25", "--quiet"]
+    reference = icl_mech_cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "icl_mech", *args, "--out", str(killed_dir)])
+    deadline = time.time() + 120
+    while not (killed_dir / "checkpoints" / "step_00000200.safetensors").exists():
+        assert time.time() < deadline and process.poll() is None, "run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "status.json").exists()
+
+    resumed = icl_mech_cli(*args, "--out", str(killed_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_metrics(killed_dir) == run_metrics(tmp_path / "reference")
+    original, restarted = load_run(tmp_path / "reference"), load_run(killed_dir)
+    assert original.steps == restarted.steps
+    for name, tensor in original.state_dict(500).items():
+        assert torch.equal(tensor, restarted.state_dict(500)[name]), name
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_trains_only_the_added_steps(tmp_path):
+    config = cpu_config(K=64, steps=40, eval_every=20, checkpoint_every=20)
+    train(config, tmp_path / "run", progress=False)
+    again = train(config, tmp_path / "run", resume=True, progress=False)
+    assert again.status["last_step"] == 40 and len(again.metrics) == 3
+    longer = train(config.override(steps=80), tmp_path / "run", resume=True, progress=False)
+    assert longer.metrics.step.tolist() == [0, 20, 40, 60, 80]
+
+
+def test_existing_run_is_never_overwritten_without_resume(tmp_path):
+    config = cpu_config(K=64, steps=4, eval_every=2, checkpoint_every=2)
+    train(config, tmp_path / "run", progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match="already holds a run; pass --resume"):
+        train(config, tmp_path / "run", progress=False)
+    with pytest.raises(RunError, match=r"saved config differs in \['task.K'\]"):
+        train(config.override(K=128), tmp_path / "run", resume=True, progress=False)
+    assert before == {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+
+
+def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
+    train(cpu_config(K=64, steps=4, eval_every=2, checkpoint_every=2), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoints" / "step_00000004.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="step_00000004.safetensors is corrupt or truncated"):
+        load_run(tmp_path / "run").model(4)
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_run(tmp_path / "run").model(4)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--K", "1"], "K must be an integer >= 2"),
+        (["--K", "63"], "K=63 must be a multiple of L=2"),
+        (["--N", "1"], "N must be >= 2"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--set", "lr=-1"], "cuda:7|lr must be > 0"),
+        (["--set", "optimizer=lbfgs"], "optimizer must be one of"),
+        (["--set", "colour=red"], "unknown config field 'colour'"),
+    ],
+)
+def test_bad_train_arguments_give_one_clear_error_and_no_run_directory(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = icl_mech_cli("train", *args, "--steps", "2", "--out", str(out), "--quiet")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) <= 3  # argparse adds its usage line
+    assert "Traceback" not in result.stderr
+    assert pytest.importorskip("re").search(message, result.stderr), result.stderr
+    assert not out.exists()
+
+
+def test_missing_or_non_run_directories_give_one_clear_error(tmp_path):
+    missing = icl_mech_cli("train", "--resume", "--out", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "config.json is missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    with pytest.raises(RunError, match="does not exist"):
+        load_run(tmp_path / "nothing")
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(tmp_path / "stuff")
+    train(cpu_config(K=64, steps=2, eval_every=1, checkpoint_every=2), tmp_path / "run", progress=False)
+    with pytest.raises(RunError, match="step 3 was never checkpointed"):
+        load_run(tmp_path / "run").model(3)
