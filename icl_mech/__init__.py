@@ -1,25 +1,36 @@
-"""icl-mech: train transformers on in-context classification and take them apart over time."""
+"""icl-mech: train transformers on in-context classification and take them apart over time.
 
-from icl_mech.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
-from icl_mech.errors import CheckpointError, ConfigError, IclMechError, RunError
-from icl_mech.model import build_model, query_logits
-from icl_mech.presets import preset
-from icl_mech.run import Run, load_run
-from icl_mech.train import train
+The names below load on first use (PEP 562), so ``icl-mech --help`` and config errors do not pay
+for importing TransformerLens (about 10 s of CPU).
+"""
 
-__all__ = [
-    "CheckpointError",
-    "ConfigError",
-    "IclMechError",
-    "ModelConfig",
-    "Run",
-    "RunConfig",
-    "RunError",
-    "TaskConfig",
-    "TrainConfig",
-    "build_model",
-    "load_run",
-    "preset",
-    "query_logits",
-    "train",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "CheckpointError": "icl_mech.errors",
+    "ConfigError": "icl_mech.errors",
+    "IclMechError": "icl_mech.errors",
+    "RunError": "icl_mech.errors",
+    "ModelConfig": "icl_mech.config",
+    "RunConfig": "icl_mech.config",
+    "TaskConfig": "icl_mech.config",
+    "TrainConfig": "icl_mech.config",
+    "preset": "icl_mech.presets",
+    "build_model": "icl_mech.model",
+    "query_logits": "icl_mech.model",
+    "Run": "icl_mech.run",
+    "load_run": "icl_mech.run",
+    "train": "icl_mech.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'icl_mech' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

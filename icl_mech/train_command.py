@@ -8,8 +8,8 @@ from pathlib import Path
 from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError
+from icl_mech.devices import resolve_device
 from icl_mech.presets import PRESETS, preset
-from icl_mech.train import train
 
 
 def default_run_dir(config: RunConfig, preset_name: str) -> Path:
@@ -42,6 +42,9 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
+    resolve_device(args.device)
+    from icl_mech.train import train  # imports TransformerLens: only once the inputs are valid
+
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
     result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet)
     last = result.metrics.iloc[-1]
