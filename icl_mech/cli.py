@@ -14,21 +14,27 @@ from importlib.metadata import entry_points
 from icl_mech.errors import IclMechError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every registered subcommand, or only ``command``'s when it names one
+    (so running one command never imports the others' dependencies)."""
     parser = argparse.ArgumentParser(
         prog="icl-mech",
         description="Train small transformers on in-context classification and take them apart "
         "over training time (TransformerLens HookedTransformer models, dense checkpoints).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for entry in sorted(entry_points(group="icl_mech.commands"), key=lambda e: e.name):
+    entries = sorted(entry_points(group="icl_mech.commands"), key=lambda e: e.name)
+    if command in {entry.name for entry in entries}:
+        entries = [entry for entry in entries if entry.name == command]
+    for entry in entries:
         entry.load()(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; input errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return args.handler(args) or 0
     except IclMechError as error:
