@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,10 +23,19 @@ from transformer_lens import HookedTransformer
 
 from icl_mech import storage
 from icl_mech.config import RunConfig, TrainConfig
-from icl_mech.errors import ConfigError, RunError
+from icl_mech.devices import resolve_device
+from icl_mech.errors import RunError
 from icl_mech.model import build_model, query_logits
 from icl_mech.run import Run, load_run
-from icl_mech.sampler import TRAINING_MODES, Batch, make_eval_sets, sample_batch, stream_generator, training_pool
+from icl_mech.sampler import (
+    TRAINING_MODES,
+    Batch,
+    ItemPool,
+    make_eval_sets,
+    sample_batch,
+    stream_generator,
+    training_pool,
+)
 
 #: Fields a resumed run may change: it can be trained longer, or stopped at another accuracy.
 RESUMABLE_CHANGES = ("steps", "stop_icl_acc")
@@ -34,19 +45,6 @@ def checkpoint_steps(total: int, every: int) -> list[int]:
     """0, 1, 2, 4, ... (log-spaced) below ``every``, then every ``every`` steps, and ``total``."""
     log_spaced = [0] + [2**i for i in range(every.bit_length()) if 2**i < min(every, total + 1)]
     return sorted(set(log_spaced) | set(range(0, total + 1, every)) | {total})
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda[:N]``; a CUDA request without a CUDA device is a ConfigError."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; expected 'cpu' or 'cuda[:N]'") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; expected 'cpu' or 'cuda[:N]'")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but no CUDA device is available; use 'cpu'")
-    return device
 
 
 def logistic_loss_and_accuracy(
@@ -64,14 +62,18 @@ def evaluate(model: HookedTransformer, batch: Batch) -> tuple[float, float]:
     return loss.item(), accuracy.item()
 
 
-def make_optimizer(model: HookedTransformer, train: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    named_parameters: Iterable[tuple[str, Tensor]], train: TrainConfig
+) -> torch.optim.Optimizer:
     """SGD or Adam with one weight decay for attention parameters and another for the rest.
 
-    Parameters of the sub-circuits in ``train.frozen`` are left out, so they keep their initial
-    weights.
+    Takes ``model.named_parameters()``, or an ensemble's stacked parameters under the same names
+    (every update rule here acts elementwise, so one optimizer over stacked parameters updates each
+    member exactly as its own optimizer would). Parameters of the sub-circuits in ``train.frozen``
+    are left out, so they keep their initial weights.
     """
-    groups: dict[bool, list[torch.nn.Parameter]] = {True: [], False: []}
-    for name, parameter in model.named_parameters():
+    groups: dict[bool, list[Tensor]] = {True: [], False: []}
+    for name, parameter in named_parameters:
         frozen = any(f".{circuit}." in name for circuit in train.frozen)
         if parameter.requires_grad and not frozen:
             groups[".attn." in name].append(parameter)
@@ -85,28 +87,27 @@ def make_optimizer(model: HookedTransformer, train: TrainConfig) -> torch.optim.
 
 
 def _save_checkpoint(
-    run_dir: Path, step: int, model: HookedTransformer, optimizer: torch.optim.Optimizer, data_rng: torch.Generator
+    run_dir: Path, step: int, model: HookedTransformer, optimizer_state: dict, data_rng: torch.Generator
 ) -> None:
-    """The model at ``step``, then the optimizer and data-RNG state needed to resume from it."""
+    """The model at ``step``, then the optimizer state (a ``state_dict``) and data-RNG state
+    needed to resume from it."""
     meta = {"step": str(step)}
     storage.save_tensors(storage.checkpoint_path(run_dir, step), model.state_dict(), meta)
-    state = optimizer.state_dict()
     tensors = {"data_rng": data_rng.get_state()}
     plain: dict[str, dict] = {}
-    for index, values in state["state"].items():
+    for index, values in optimizer_state["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
                 tensors[f"optimizer.{index}.{key}"] = value
             else:
                 plain.setdefault(str(index), {})[key] = value
-    meta["optimizer"] = json.dumps({"param_groups": state["param_groups"], "plain_state": plain})
+    meta["optimizer"] = json.dumps({"param_groups": optimizer_state["param_groups"], "plain_state": plain})
     storage.save_tensors(run_dir / storage.RESUME, tensors, meta)
 
 
-def _restore(
-    run_dir: Path, model: HookedTransformer, optimizer: torch.optim.Optimizer, data_rng: torch.Generator
-) -> int:
-    """Load the latest resume state and its checkpoint into the live objects; returns its step."""
+def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator) -> tuple[int, dict]:
+    """Load the latest resume state's checkpoint and data-RNG state into the live objects;
+    returns its step and the optimizer ``state_dict`` saved with it."""
     tensors, meta = storage.load_tensors(run_dir / storage.RESUME)
     step = int(meta["step"])
     weights, _ = storage.load_tensors(storage.checkpoint_path(run_dir, step), model.cfg.device)
@@ -119,9 +120,8 @@ def _restore(
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = tensor
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     data_rng.set_state(tensors["data_rng"])
-    return step
+    return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
 def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool:
@@ -144,7 +144,129 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool:
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     (run_dir / storage.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     storage.write_json(config_path, config.to_dict())
-    return (run_dir / storage.RESUME).exists()
+    has_state = (run_dir / storage.RESUME).exists()
+    if not has_state and storage.checkpointed_steps(run_dir):
+        raise RunError(
+            f"{run_dir} has checkpoints but no {storage.RESUME} to continue from "
+            "(shipped reference runs keep only their checkpoints); train into another --out"
+        )
+    return has_state
+
+
+@dataclass
+class Member:
+    """One run directory being trained, and where it stands. ``train`` trains one member;
+    ``icl_mech.ensemble.train_ensemble`` trains several in lockstep through the same loop."""
+
+    config: RunConfig
+    run_dir: Path
+    #: The live model: checkpoints and evaluations read it (in an ensemble its parameters are
+    #: views into the stacked ones the optimizer updates).
+    model: HookedTransformer
+    pool: ItemPool | None
+    eval_sets: dict[str, Batch]
+    data_rng: torch.Generator
+    #: Step of the saved state training continues from (0 for a new run).
+    start: int
+    #: The start step's metrics and checkpoint are already on disk.
+    resumed: bool
+    stopped_early: bool = False
+    done: bool = False
+
+
+def open_member(
+    config: RunConfig, run_dir: Path, device: torch.device, resume: bool
+) -> tuple[Member, dict | None] | None:
+    """Prepare ``run_dir`` for training: the member and the optimizer state to restore (None for
+    a new run), or None when a resumed run has nothing left to train."""
+    has_state = _prepare_run_dir(config, run_dir, resume)
+    status_path = run_dir / storage.STATUS
+    if status_path.exists():
+        status = storage.read_json(status_path)
+        if status["last_step"] >= config.train.steps or status["stopped_early"]:
+            return None
+        status_path.unlink()
+    pool = training_pool(config.task, config.train.seed)
+    eval_sets = {k: v.to(device) for k, v in make_eval_sets(config.task, pool, config.train.seed).items()}
+    model = build_model(config, device)
+    data_rng = stream_generator(config.train.seed, "train")
+    start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
+    metrics_path = run_dir / storage.METRICS
+    kept_rows = [row for row in storage.read_json_lines(metrics_path) if has_state and row["step"] <= start]
+    storage.atomic_write(metrics_path, "".join(json.dumps(row) + "\n" for row in kept_rows).encode())
+    member = Member(config, run_dir, model, pool, eval_sets, data_rng, start, has_state)
+    return member, optimizer_state
+
+
+def train_members(
+    members: list[Member],
+    optimizer: torch.optim.Optimizer,
+    loss_of: Callable[[list[Batch]], Tensor],
+    optimizer_state_of: Callable[[int], dict],
+    *,
+    progress: bool = True,
+) -> None:
+    """The training loop, for one run or an ensemble stepping together.
+
+    Members share the step counter, the schedule (their TrainConfigs differ at most in seed) and
+    the optimizer. Each step samples one batch per member from its own data RNG; ``loss_of`` turns
+    them into one loss whose gradient is every member's own. ``optimizer_state_of(i)`` is member
+    i's optimizer ``state_dict``, saved with its checkpoints. A member that stops early is
+    finished and no longer saved; the others go on.
+    """
+    train_cfg, start = members[0].config.train, members[0].start
+    total = train_cfg.steps
+    saves = set(checkpoint_steps(total, train_cfg.checkpoint_every))
+    evals = set(range(0, total + 1, train_cfg.eval_every)) | saves
+    began = time.perf_counter()
+    step = start
+    name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
+    with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar:
+        while True:
+            for index, member in enumerate(members):
+                if member.done:
+                    continue
+                fresh = not (member.resumed and step == start)  # the resumed step is already recorded
+                if fresh and step in evals:
+                    row = {"step": step}
+                    for set_name, batch in member.eval_sets.items():
+                        row[f"{set_name}_loss"], row[f"{set_name}_acc"] = evaluate(member.model, batch)
+                    storage.append_json_line(member.run_dir / storage.METRICS, row)
+                    bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
+                    stop_at = train_cfg.stop_icl_acc
+                    member.stopped_early = stop_at is not None and row["icl_acc"] >= stop_at and step < total
+                if fresh and (step in saves or member.stopped_early):
+                    _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+                if step >= total or member.stopped_early:
+                    member.done = True
+                    _write_status(member, step, time.perf_counter() - began)
+            if all(member.done for member in members):
+                break
+            batches = [
+                sample_batch(
+                    m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness]
+                ).to(m.model.cfg.device)
+                for m in members
+            ]
+            loss = loss_of(batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+
+
+def _write_status(member: Member, step: int, seconds: float) -> None:
+    storage.write_json(
+        member.run_dir / storage.STATUS,
+        {
+            "last_step": step,
+            "stopped_early": member.stopped_early,
+            "seconds": round(seconds, 3),
+            "steps_per_second": round((step - member.start) / seconds, 2) if seconds > 0 else None,
+            "device": str(member.model.cfg.device),
+        },
+    )
 
 
 def train(
@@ -156,64 +278,16 @@ def train(
     progress: bool = True,
 ) -> Run:
     """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded."""
-    run_dir = Path(run_dir)
-    torch_device = resolve_device(device)
-    has_state = _prepare_run_dir(config, run_dir, resume)
-    status_path = run_dir / storage.STATUS
-    if has_state and status_path.exists():
-        status = storage.read_json(status_path)
-        if status["last_step"] >= config.train.steps or status["stopped_early"]:
-            return load_run(run_dir)
-        status_path.unlink()
+    opened = open_member(config, Path(run_dir), resolve_device(device), resume)
+    if opened is not None:
+        member, optimizer_state = opened
+        optimizer = make_optimizer(member.model.named_parameters(), config.train)
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
 
-    train_cfg = config.train
-    pool = training_pool(config.task, train_cfg.seed)
-    eval_sets = {k: v.to(torch_device) for k, v in make_eval_sets(config.task, pool, train_cfg.seed).items()}
-    model = build_model(config, torch_device)
-    optimizer = make_optimizer(model, train_cfg)
-    data_rng = stream_generator(train_cfg.seed, "train")
-    start = _restore(run_dir, model, optimizer, data_rng) if has_state else 0
-    metrics_path = run_dir / storage.METRICS
-    kept_rows = [row for row in storage.read_json_lines(metrics_path) if has_state and row["step"] <= start]
-    storage.atomic_write(metrics_path, "".join(json.dumps(row) + "\n" for row in kept_rows).encode())
+        def loss_of(batches: list[Batch]) -> Tensor:
+            (batch,) = batches
+            return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
 
-    total = train_cfg.steps
-    saves = set(checkpoint_steps(total, train_cfg.checkpoint_every))
-    evals = set(range(0, total + 1, train_cfg.eval_every)) | saves
-    sampling = TRAINING_MODES[config.task.burstiness]
-    began = time.perf_counter()
-    step, stopped_early = start, False
-    with tqdm(total=total, initial=start, desc=run_dir.name, disable=not progress) as bar:
-        while True:
-            fresh = not (has_state and step == start)  # the resumed step is already recorded
-            if fresh and step in evals:
-                row = {"step": step}
-                for name, batch in eval_sets.items():
-                    row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, batch)
-                storage.append_json_line(metrics_path, row)
-                bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
-                stop_at = train_cfg.stop_icl_acc
-                stopped_early = stop_at is not None and row["icl_acc"] >= stop_at and step < total
-            if fresh and (step in saves or stopped_early):
-                _save_checkpoint(run_dir, step, model, optimizer, data_rng)
-            if step >= total or stopped_early:
-                break
-            batch = sample_batch(config.task, pool, train_cfg.batch_size, data_rng, **sampling).to(torch_device)
-            loss, _ = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            bar.update(1)
-    seconds = time.perf_counter() - began
-    storage.write_json(
-        status_path,
-        {
-            "last_step": step,
-            "stopped_early": stopped_early,
-            "seconds": round(seconds, 3),
-            "steps_per_second": round((step - start) / seconds, 2) if seconds > 0 else None,
-            "device": str(torch_device),
-        },
-    )
+        train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
     return load_run(run_dir)

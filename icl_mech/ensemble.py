@@ -1,0 +1,154 @@
+"""Ensembles: several runs of one shape (other seeds, other K) trained in one process, as one batch.
+
+A sweep needs thousands of small runs, and a small run spends most of a step in Python and in
+matrix products too small to use the cores. ``train_ensemble`` stacks E models' parameters
+(``torch.func.stack_module_state``) and computes every member's query logit in one pass
+(``vmap`` over ``functional_call`` of ``query_logits``), so a step costs little more than one run's.
+
+Everything else is the single-run trainer's (``icl_mech.train.train_members``): the loop, the
+evaluation, the checkpoint schedule and files, early stopping, resume. Each member keeps a live
+HookedTransformer whose parameters are views into the stacked tensors, so its checkpoints are that
+model's own state dict, and each run directory is exactly what ``train`` would have written: it
+loads with ``load_run`` and even resumes alone with ``train(..., resume=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
+from transformer_lens import HookedTransformer
+
+from icl_mech.config import RunConfig
+from icl_mech.devices import resolve_device
+from icl_mech.errors import ConfigError
+from icl_mech.model import query_logits
+from icl_mech.run import Run, load_run
+from icl_mech.sampler import Batch
+from icl_mech.train import (
+    Member,
+    logistic_loss_and_accuracy,
+    make_optimizer,
+    open_member,
+    train_members,
+)
+
+#: Task fields that may differ between members: they change what is sampled, not tensor shapes.
+TASK_FIELDS_FREE = ("K", "epsilon", "burstiness", "equalized", "eval_size", "B", "p_bursty", "zipf_alpha")
+
+
+class _QueryLogits(torch.nn.Module):
+    """``query_logits`` as a module's forward, so ``functional_call`` can swap in stacked weights."""
+
+    def __init__(self, model: HookedTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, " batch"]:
+        return query_logits(self.model, tokens)
+
+
+def check_ensemble(configs: Sequence[RunConfig]) -> None:
+    """Members must share the model, the training schedule (all but the seed) and the token shape."""
+    if not configs:
+        raise ConfigError("an ensemble needs at least one run config")
+    first = configs[0].to_dict()
+    for index, config in enumerate(configs[1:], start=1):
+        values = config.to_dict()
+        differing = [
+            f"{section}.{key}"
+            for section, fields in values.items()
+            for key, value in fields.items()
+            if value != first[section][key]
+            and not (section == "train" and key == "seed")
+            and not (section == "task" and key in TASK_FIELDS_FREE)
+        ]
+        if differing:
+            raise ConfigError(
+                f"ensemble member {index} differs from member 0 in {differing}; members may differ only "
+                f"in train.seed and task fields {list(TASK_FIELDS_FREE)} (run the others separately)"
+            )
+
+
+def _stack_optimizer_states(states: Sequence[dict]) -> dict:
+    """Members' optimizer ``state_dict``s as one over stacked parameters (same parameter order)."""
+    stacked = {
+        index: {
+            key: torch.stack([s["state"][index][key] for s in states]) if _per_member(value) else value
+            for key, value in values.items()
+        }
+        for index, values in states[0]["state"].items()
+    }
+    return {"state": stacked, "param_groups": states[0]["param_groups"]}
+
+
+def _member_optimizer_state(optimizer: torch.optim.Optimizer, index: int) -> dict:
+    """Member ``index``'s slice of the stacked optimizer's ``state_dict``: what its own optimizer
+    would hold (scalars such as Adam's step count are shared)."""
+    full = optimizer.state_dict()
+    state = {
+        param: {key: value[index] if _per_member(value) else value for key, value in values.items()}
+        for param, values in full["state"].items()
+    }
+    return {"state": state, "param_groups": full["param_groups"]}
+
+
+def _per_member(value: object) -> bool:
+    return torch.is_tensor(value) and value.dim() > 0
+
+
+def _train_in_lockstep(opened: list[tuple[Member, dict | None]], progress: bool) -> None:
+    """Train members that stand at the same step as one stacked model."""
+    members = [member for member, _ in opened]
+    models = [member.model for member in members]
+    params, _ = stack_module_state(models)
+    with torch.no_grad():
+        for name, stacked in params.items():
+            for index, model in enumerate(models):
+                model.get_parameter(name).data = stacked.data[index]
+    optimizer = make_optimizer(params.items(), members[0].config.train)
+    if members[0].start > 0:  # at step 0 no member has optimizer state yet
+        optimizer.load_state_dict(_stack_optimizer_states([state for _, state in opened]))
+    module = _QueryLogits(models[0])
+    named = {f"model.{name}": stacked for name, stacked in params.items()}
+    batched_logits = vmap(lambda weights, tokens: functional_call(module, weights, (tokens,)))
+    batched_loss = vmap(logistic_loss_and_accuracy)
+
+    def loss_of(batches: list[Batch]) -> Tensor:
+        tokens = torch.stack([batch.tokens for batch in batches])
+        targets = torch.stack([batch.targets for batch in batches])
+        losses, _ = batched_loss(batched_logits(named, tokens), targets)
+        return losses.sum()  # each member's gradient is that of its own mean loss
+
+    train_members(
+        members, optimizer, loss_of, lambda index: _member_optimizer_state(optimizer, index), progress=progress
+    )
+
+
+def train_ensemble(
+    configs: Sequence[RunConfig],
+    run_dirs: Sequence[str | Path],
+    *,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> list[Run]:
+    """Train ``configs[i]`` into ``run_dirs[i]`` for every i, together; returns the loaded runs.
+
+    Same files and semantics as calling ``train`` on each (metrics, dense checkpoints, early stop,
+    ``resume``): finished members are skipped, and members resumed from different steps are
+    trained as separate groups.
+    """
+    check_ensemble(configs)
+    if len(run_dirs) != len(configs) or len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
+        raise ConfigError(f"an ensemble needs one distinct run directory per config, got {list(run_dirs)}")
+    torch_device = resolve_device(device)
+    opened = [open_member(c, Path(d), torch_device, resume) for c, d in zip(configs, run_dirs)]
+    waiting = [pair for pair in opened if pair is not None]
+    for start in sorted({member.start for member, _ in waiting}):
+        _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress)
+    return [load_run(run_dir) for run_dir in run_dirs]
