@@ -39,7 +39,33 @@ CPU: dict[str, dict[str, Any]] = {
     },
 }
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": PAPER, "cpu": CPU}
+#: The interleaved format (Reddy 2024; docs/INTERLEAVED.md): 8 (item, label) token pairs, two
+#: classes of 2^14 per label... see measured onset there. Two attention-only layers with learned
+#: positions; attn_scale ~ sqrt(d_model) (1.0 leaves the plateau for thousands of steps).
+CPU_INTERLEAVED: dict[str, dict[str, Any]] = {
+    "task": {
+        "format": "interleaved",
+        "K": 16384,
+        "N": 9,
+        "D": 63,
+        "L": 2,
+        "B": 2,
+        "p_bursty": 1.0,
+        "epsilon": 0.1,
+        "eval_size": 1000,
+    },
+    "model": {"n_layers": 2, "n_heads": 1, "attn_only": True, "attn_scale": 8.0},
+    "train": {
+        "steps": 3000,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "eval_every": 50,
+        "checkpoint_every": 100,
+    },
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": PAPER, "cpu": CPU, "cpu-interleaved": CPU_INTERLEAVED}
 
 
 def preset(name: str) -> RunConfig:
