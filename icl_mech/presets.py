@@ -41,8 +41,7 @@ CPU: dict[str, dict[str, Any]] = {
 
 #: The interleaved format (Reddy 2024; docs/INTERLEAVED.md): 8 (item, label) token pairs from
 #: 2^14 classes, bursty (4 classes twice each), two attention-only layers with learned positions.
-#: The induction circuit forms abruptly at step 600-1000 (seed 1, seed 0); attn_scale ~ sqrt(d_model)
-#: (at 1.0 it had not formed by step 1200).
+#: The induction circuit forms abruptly at step 600-1000 (seed 1, seed 0); attn_scale ~ sqrt(d_model).
 CPU_INTERLEAVED: dict[str, dict[str, Any]] = {
     "task": {
         "format": "interleaved",
