@@ -1,0 +1,49 @@
+"""Direct logit attribution: the query logit as a sum of the components that wrote the residual stream.
+
+logit = W_U . LN_final(resid) + b_U, and resid = input + sum(heads) + sum(b_O) + sum(MLPs). The
+final LayerNorm is linear once its scale is fixed, so with the scale cached on this very input
+(``ActivationCache.apply_ln_to_stack``) each component's share is exact and the terms, plus the
+LayerNorm's and the unembedding's biases, add up to the logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from icl_mech.sampler import Batch
+
+
+@torch.no_grad()
+def logit_attribution(model: HookedTransformer, batch: Batch) -> dict[str, Float[Tensor, " batch"]]:
+    """Each component's direct contribution to every sequence's query logit.
+
+    Terms: ``input`` (the tokens, i.e. the residual stream entering layer 0), ``L{l}H{h}`` (each
+    head), ``attn_bias{l}`` (b_O), ``mlp{l}`` (each MLP), ``bias`` (final LayerNorm bias and
+    unembedding bias). Their sum is the model's logit.
+    """
+    _, cache = model.run_with_cache(batch.tokens, start_at_layer=0)
+    heads, labels = cache.stack_head_results(layer=-1, pos_slice=-1, return_labels=True)
+    parts = [cache[get_act_name("resid_pre", 0)][:, -1]]
+    labels = ["input", *labels]
+    parts += list(heads)
+    for layer, block in enumerate(model.blocks):
+        parts.append(block.attn.b_O.expand_as(parts[0]))
+        labels.append(f"attn_bias{layer}")
+        if not model.cfg.attn_only:
+            parts.append(cache[get_act_name("mlp_out", layer)][:, -1])
+            labels.append(f"mlp{layer}")
+    normed = cache.apply_ln_to_stack(torch.stack(parts), layer=None, pos_slice=-1)
+    direction = model.ln_final.w * model.W_U[:, 0]
+    terms = dict(zip(labels, normed @ direction))
+    terms["bias"] = (model.ln_final.b @ model.W_U[:, 0] + model.b_U[0]).expand_as(terms["input"])
+    return terms
+
+
+def attribution_toward_target(model: HookedTransformer, batch: Batch) -> dict[str, float]:
+    """Mean contribution of each term toward the correct label (positive: pushes the right way)."""
+    sign = batch.targets.float() * 2 - 1
+    return {term: (values * sign).mean().item() for term, values in logit_attribution(model, batch).items()}

@@ -1,0 +1,133 @@
+"""Which hook points make up a named sub-circuit ("induction", "mlp", ...).
+
+A circuit is a list of ``Site``s: a hook name, plus a head index when the site is one attention
+head's output (``blocks.L.attn.hook_z`` holds every head separately, so any set of heads in any
+layers can be ablated alone). ``CIRCUITS`` maps each circuit name to the function that finds its
+sites in a model; the ``--circuit`` choices of the commands are its keys, so a new circuit (say a
+previous-token head) is one new entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
+
+from icl_mech.errors import ConfigError, RunError
+from icl_mech.sampler import Batch
+from probes.head_scores import HEAD_SCORES
+from probes.interleaved_scores import INTERLEAVED_SCORES, label_tokens
+
+#: An attention head as (layer, head index).
+Head = tuple[int, int]
+
+#: Heads whose score reaches this count as part of a detected circuit.
+DETECTION_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Site:
+    """One activation an ablation replaces: a whole hook, or one head's slice of ``hook_z``."""
+
+    #: TransformerLens hook name, e.g. ``blocks.0.attn.hook_z`` or ``blocks.0.hook_mlp_out``.
+    hook_name: str
+    #: Head index for ``hook_z`` sites (dimension -2 of the activation); None for a whole hook.
+    head: int | None = None
+
+    def __str__(self) -> str:
+        return self.hook_name if self.head is None else f"{self.hook_name}[head {self.head}]"
+
+
+def parse_heads(text: str) -> list[Head]:
+    """``"0.0,1.2"`` -> ``[(0, 0), (1, 2)]`` (the ``--heads`` flag)."""
+    heads = []
+    for part in text.split(","):
+        layer, dot, head = part.strip().partition(".")
+        if not (dot and layer.isdigit() and head.isdigit()):
+            raise ConfigError(f"--heads expects LAYER.HEAD[,LAYER.HEAD...] such as 0.0,1.2; got {text!r}")
+        heads.append((int(layer), int(head)))
+    return heads
+
+
+def head_sites(model: HookedTransformer, heads: Sequence[Head]) -> list[Site]:
+    """The ``hook_z`` sites of ``heads``, checked against the model's shape."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    for layer, head in heads:
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise ConfigError(
+                f"head {layer}.{head} does not exist: the model has {n_layers} layer(s) of {n_heads} head(s)"
+            )
+    return [Site(get_act_name("z", layer), head) for layer, head in heads]
+
+
+def detect_heads(
+    model: HookedTransformer,
+    batch: Batch,
+    score: str,
+    threshold: float = DETECTION_THRESHOLD,
+    layers: Sequence[int] | None = None,
+) -> list[Head]:
+    """Heads (of ``layers``, default all) whose ``HEAD_SCORES[score]`` (or ``INTERLEAVED_SCORES``)
+    on ``batch`` reaches ``threshold``; the best one if none does."""
+    scores = {**HEAD_SCORES, **INTERLEAVED_SCORES}[score](model, batch)
+    if layers is not None:
+        outside = torch.ones(len(scores), dtype=torch.bool)
+        outside[list(layers)] = False
+        scores[outside] = -torch.inf
+    found = (scores >= threshold).nonzero().tolist()
+    if not found:
+        found = [list(divmod(int(scores.argmax()), model.cfg.n_heads))]
+    return [(layer, head) for layer, head in found]
+
+
+def induction_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
+    """The heads that read the label of the query's item from the context: the named ``heads``,
+    or those detected by their induction score on ``batch`` (attention from the query to where
+    the context shows its item's label; the match score on a paired batch)."""
+    return head_sites(model, heads if heads else detect_heads(model, batch, "induction"))
+
+
+def previous_token_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
+    """The heads that let each label token carry the item before it (the first half of the
+    interleaved format's induction circuit): the named ``heads``, or those detected by their
+    label previous-token score on ``batch`` below the last layer (their output must reach a
+    later layer's keys)."""
+    if heads:
+        return head_sites(model, heads)
+    if not label_tokens(batch).any():
+        raise RunError("the previous-token circuit exists in interleaved runs only (this run is paired)")
+    if model.cfg.n_layers < 2:
+        raise RunError("the previous-token circuit needs two layers or more; this model has one")
+    below_last = range(model.cfg.n_layers - 1)
+    return head_sites(model, detect_heads(model, batch, "label_previous_token", layers=below_last))
+
+
+def mlp_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
+    """Every MLP layer's output (the memorizing path)."""
+    if heads:
+        raise ConfigError("--heads selects attention heads; the mlp circuit is every MLP layer")
+    if model.cfg.attn_only:
+        raise RunError("the mlp circuit does not exist: this run's model is attention-only")
+    return [Site(get_act_name("mlp_out", layer)) for layer in range(model.cfg.n_layers)]
+
+
+CircuitFinder = Callable[[HookedTransformer, Batch, Sequence[Head] | None], list[Site]]
+
+#: Circuit name -> function(model, batch used for detection, heads named by the user) -> sites.
+CIRCUITS: dict[str, CircuitFinder] = {
+    "induction": induction_sites,
+    "mlp": mlp_sites,
+    "previous-token": previous_token_sites,
+}
+
+
+def circuit_sites(
+    name: str, model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None = None
+) -> list[Site]:
+    """The sites of circuit ``name`` in ``model``."""
+    if name not in CIRCUITS:
+        raise ConfigError(f"unknown circuit {name!r}; expected one of {sorted(CIRCUITS)}")
+    return CIRCUITS[name](model, batch, heads)

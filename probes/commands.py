@@ -1,0 +1,226 @@
+"""The probe subcommands of ``icl-mech`` (ablate, probe, independence, viz) and the bare ``ablate``.
+
+Each handler loads the run, calls one library function from ``probes`` and prints or saves what
+it returns; a notebook calls the same functions with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from icl_mech.cli import main
+from icl_mech.errors import RunError
+from icl_mech.run import Run, load_run
+from icl_mech.train import resolve_device
+from probes.ablation import METHODS
+from probes.circuits import CIRCUITS, parse_heads
+from probes.independence import cross_ablation_matrix, independence_run, verdict
+from probes.kinetics import kinetics_curves, kinetics_summary, kinetics_verdict
+from probes.over_time import ablate_run, probe_run
+from probes.plots import plot_ablation, plot_columns
+from probes.viz import head_patterns_view, write_view
+
+
+def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None:
+    parser.add_argument("--run", required=True, help="run directory (written by `icl-mech train`)")
+    if over_time:
+        which = parser.add_mutually_exclusive_group()
+        which.add_argument("--step", type=int, help="checkpointed step to probe (default: the last)")
+        which.add_argument(
+            "--all-steps", action="store_true", help="every checkpoint; also writes a CSV and a PNG plot"
+        )
+        parser.add_argument("--out", help="directory for the CSV and PNG (default: the run directory)")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_circuit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method", choices=METHODS, default="mean",
+        help="replace activations by zeros, their mean over the evaluation set (per position; "
+        "default) or their values on other sequences of the set (resample)",
+    )
+    parser.add_argument(
+        "--heads", type=parse_heads,
+        help="induction heads as LAYER.HEAD[,...] (default: heads whose match score in the last "
+        "checkpoint is >= 0.5, else the best one)",
+    )
+
+
+def _steps(run: Run, step: int | None, all_steps: bool = False) -> list[int]:
+    if not run.steps:
+        raise RunError(f"{run.path} has no checkpoints yet")
+    if all_steps:
+        return run.steps
+    if step is None:
+        return [run.steps[-1]]
+    if step not in run.steps:
+        raise RunError(
+            f"step {step} was never checkpointed in {run.path}; saved steps are "
+            f"{', '.join(map(str, run.steps))}"
+        )
+    return [args.step]
+
+
+def _table(frame: pd.DataFrame, **kwargs) -> str:
+    return frame.to_string(float_format="{:.3f}".format, **kwargs)
+
+
+def _save(table: pd.DataFrame, run: Run, args: argparse.Namespace, stem: str, plot: Callable[[Path], None]) -> None:
+    """``stem``.csv and ``stem``.png in --out (default: the run directory)."""
+    out = Path(args.out) if args.out else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{stem}.csv", index=False)
+    plot(out / f"{stem}.png")
+    print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.png'}", file=sys.stderr)
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    table, sites = ablate_run(
+        run, args.circuit, args.method, _steps(run, args.step, args.all_steps), args.heads, resolve_device(args.device), not args.quiet
+    )
+    what = f"{args.circuit} ({', '.join(map(str, sites))}) ablated by {args.method}"
+    if args.json:
+        print(json.dumps({"run": str(run.path), "circuit": args.circuit, "method": args.method,
+                          "sites": [str(site) for site in sites], "rows": table.to_dict("records")}))
+    else:
+        print(f"{run.path}: {what}")
+        print(_table(table, index=False))
+    if args.all_steps:
+        stem = f"ablate-{args.circuit}-{args.method}"
+        _save(table, run, args, stem, lambda path: plot_ablation(table, f"{run.path.name}: {what}", path))
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    table = probe_run(run, _steps(run, args.step, args.all_steps), resolve_device(args.device), not args.quiet)
+    if args.json:
+        print(json.dumps({"run": str(run.path), "rows": table.to_dict("records")}))
+    else:
+        print(_table(table.set_index("step").T if len(table) == 1 else table, index=len(table) == 1))
+    if args.all_steps:
+        def columns(prefix: str) -> list[str]:
+            return [c for c in table.columns if c.startswith(prefix)]
+
+        panels = [
+            ("accuracy", ["icl_acc", "iwl_acc"]),
+            ("attention score", columns("match") + columns("prev")),
+            ("DLA toward target, ICL set", columns("icl_dla_")),
+            ("DLA toward target, IWL set", columns("iwl_dla_")),
+        ]
+        _save(table, run, args, "probe", lambda path: plot_columns(table, panels, run.path.name, path))
+    return 0
+
+
+def run_independence(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    device = resolve_device(args.device)
+    table = independence_run(run, args.method, _steps(run, args.step, args.all_steps), args.heads, device, not args.quiet)
+    last = table.iloc[-1]
+    report = {"run": str(run.path), "method": args.method, "rows": table.to_dict("records"), "verdict": verdict(last)}
+    if args.kinetics:
+        out = (Path(args.out) if args.out else run.path) / "kinetics"
+        steps = args.steps or run.config.train.steps
+        summary = kinetics_summary(kinetics_curves(run, out, steps, str(device), not args.quiet))
+        report.update(kinetics=summary.to_dict("records"), kinetics_verdict=kinetics_verdict(summary))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{run.path}: cross-ablation ({args.method}) and interaction / |logit|")
+        print(_table(table, index=False) if len(table) > 1 else _table(cross_ablation_matrix(last)))
+        if args.kinetics:
+            print(_table(summary, index=False))
+            print(report["kinetics_verdict"])
+        print(report["verdict"])
+    if args.all_steps:
+        panels = [
+            ("ICL accuracy", [c for c in table.columns if c.startswith("icl_acc")]),
+            ("IWL accuracy", [c for c in table.columns if c.startswith("iwl_acc")]),
+            ("interaction / |logit|", ["icl_interaction", "iwl_interaction"]),
+        ]
+        _save(table, run, args, "independence", lambda path: plot_columns(table, panels, run.path.name, path))
+    return 0
+
+
+def run_viz(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    step = _steps(run, args.step)[0]
+    device = resolve_device(args.device)
+    view = head_patterns_view(run.model(step, device), run.eval_sets(device)[args.set], args.index)
+    title = f"{run.path.name}, step {step}: attention of every head on {args.set} sequence {args.index}"
+    print(f"wrote {write_view(view, args.out, title)}")
+    return 0
+
+
+def register_ablate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ablate", help="ablate a sub-circuit and measure ICL/IWL accuracy",
+        description="ICL and IWL accuracy and loss with and without one sub-circuit ablated, at one "
+        "checkpoint or over training (--all-steps: also a CSV and a PNG plot).",
+    )
+    parser.add_argument(
+        "--circuit", required=True, choices=sorted(CIRCUITS),
+        help="induction: the attention head(s) that read the query's label from the context; "
+        "mlp: every MLP layer (the memorizing path); previous-token (interleaved runs): the "
+        "head(s) below the last layer that copy each label token's item into it",
+    )
+    _add_circuit_options(parser)
+    _add_common(parser)
+    parser.set_defaults(handler=run_ablate)
+
+
+def register_probe(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "probe", help="attention-pattern scores and logit attribution",
+        description="Per head: match score (attention from the query to the context tokens holding "
+        "its item) and previous-token score; per component: mean direct logit attribution toward "
+        "the correct label on the ICL and IWL sets.",
+    )
+    _add_common(parser)
+    parser.set_defaults(handler=run_probe)
+
+
+def register_independence(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "independence", help="are the induction and MLP sub-circuits independent?",
+        description="Cross-ablation matrix and additivity of the two circuits' logit contributions "
+        "(at the last step, or over training with --all-steps), a one-line verdict, and with "
+        "--kinetics the learning curves retrained without the MLP or with a sub-circuit frozen.",
+    )
+    _add_circuit_options(parser)
+    parser.add_argument(
+        "--kinetics", action="store_true",
+        help="also retrain the run's config as full / no MLP / frozen MLP / frozen attention (same "
+        "seed and data order) into <out>/kinetics and compare learning times (costly)",
+    )
+    parser.add_argument("--steps", type=int, help="training steps of the --kinetics runs (default: the run's)")
+    _add_common(parser)
+    parser.set_defaults(handler=run_independence)
+
+
+def register_viz(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "viz", help="circuitsvis attention patterns of every head (offline HTML)",
+        description="Attention patterns of every head on one evaluation sequence, tokens labelled "
+        "#item:label and the query marked, as one self-contained HTML file.",
+    )
+    _add_common(parser, over_time=False)
+    parser.add_argument("--step", type=int, help="checkpointed step (default: the last)")
+    parser.add_argument("--set", choices=("icl", "iwl", "train"), default="icl", help="evaluation set (default icl)")
+    parser.add_argument("--index", type=int, default=0, help="sequence of the set (default 0)")
+    parser.add_argument("--out", required=True, help="HTML file to write")
+    parser.set_defaults(handler=run_viz)
+
+
+def ablate_entry() -> None:
+    """The bare ``ablate`` console script: ``ablate --run DIR --circuit induction``."""
+    sys.exit(main(["ablate", *sys.argv[1:]]))

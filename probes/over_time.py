@@ -1,0 +1,92 @@
+"""Probes over training time: the same (model, data) -> numbers function mapped over a run's checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from icl_mech.run import Run
+from icl_mech.sampler import Batch
+from icl_mech.train import evaluate
+from probes.ablation import EVAL_SETS, ablation_effect
+from probes.attribution import attribution_toward_target
+from probes.circuits import Head, Site, circuit_sites
+from probes.head_scores import match_chance, match_score, previous_token_score
+
+Probe = Callable[[HookedTransformer], dict[str, float]]
+
+
+def over_checkpoints(
+    run: Run,
+    probe: Probe,
+    steps: Iterable[int] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "probe",
+) -> pd.DataFrame:
+    """One row per checkpoint: ``step`` and what ``probe`` returns for the model at that step."""
+    steps = run.steps if steps is None else list(steps)
+    models = tqdm(run.models(steps, device), total=len(steps), desc=desc, disable=not progress)
+    return pd.DataFrame([{"step": step, **probe(model)} for step, model in models])
+
+
+def final_sites(
+    run: Run,
+    circuits: Sequence[str],
+    eval_sets: dict[str, Batch],
+    heads: Sequence[Head] | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[Site]]:
+    """Each circuit's sites, found once in the run's last checkpoint (where the circuits have
+    formed) so that every step of a run ablates the same heads."""
+    model = run.model(device=device)
+    return {name: circuit_sites(name, model, eval_sets["icl"], heads if name == "induction" else None) for name in circuits}
+
+
+def ablate_run(
+    run: Run,
+    circuit: str,
+    method: str = "mean",
+    steps: Iterable[int] | None = None,
+    heads: Sequence[Head] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[Site]]:
+    """ICL/IWL accuracy and loss, intact and with ``circuit`` ablated, at every step; and the sites."""
+    eval_sets = run.eval_sets(device)
+    sites = final_sites(run, [circuit], eval_sets, heads, device)[circuit]
+
+    def probe(model: HookedTransformer) -> dict[str, float]:
+        return ablation_effect(model, eval_sets, sites, method)
+
+    return over_checkpoints(run, probe, steps, device, progress, desc=f"ablate {circuit}"), sites
+
+
+def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict[str, float]:
+    """Accuracies, attention-pattern scores per head (on the ICL set) and the mean direct logit
+    attribution toward the correct label of every component (on the ICL and the IWL set)."""
+    row: dict[str, float] = {}
+    for name in EVAL_SETS:
+        row[f"{name}_acc"] = evaluate(model, eval_sets[name])[1]
+    n_heads = model.cfg.n_heads
+    for score_name, score in (("match", match_score), ("prev", previous_token_score)):
+        for index, value in enumerate(score(model, eval_sets["icl"]).flatten().tolist()):
+            layer, head = divmod(index, n_heads)
+            row[f"{score_name}_L{layer}H{head}"] = value
+    row["match_chance"] = match_chance(eval_sets["icl"])
+    for name in EVAL_SETS:
+        for term, value in attribution_toward_target(model, eval_sets[name]).items():
+            row[f"{name}_dla_{term}"] = value
+    return row
+
+
+def probe_run(
+    run: Run, steps: Iterable[int] | None = None, device: str | torch.device = "cpu", progress: bool = True
+) -> pd.DataFrame:
+    """``probe_summary`` at every step."""
+    eval_sets = run.eval_sets(device)
+    return over_checkpoints(run, lambda model: probe_summary(model, eval_sets), steps, device, progress)
