@@ -20,7 +20,7 @@ _EXPORTS = {
     "query_logits": "icl_mech.model",
     "Run": "icl_mech.run",
     "load_run": "icl_mech.run",
-    "train": "icl_mech.train",
+    "train": "icl_mech.trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,7 +5,7 @@ matrix products too small to use the cores. ``train_ensemble`` stacks E models' 
 (``torch.func.stack_module_state``) and computes every member's query logit in one pass
 (``vmap`` over ``functional_call`` of ``query_logits``), so a step costs little more than one run's.
 
-Everything else is the single-run trainer's (``icl_mech.train.train_members``): the loop, the
+Everything else is the single-run trainer's (``icl_mech.trainer.train_members``): the loop, the
 evaluation, the checkpoint schedule and files, early stopping, resume. Each member keeps a live
 HookedTransformer whose parameters are views into the stacked tensors, so its checkpoints are that
 model's own state dict, and each run directory is exactly what ``train`` would have written: it
@@ -29,7 +29,7 @@ from icl_mech.errors import ConfigError
 from icl_mech.model import query_logits
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import Batch
-from icl_mech.train import (
+from icl_mech.trainer import (
     Member,
     logistic_loss_and_accuracy,
     make_optimizer,

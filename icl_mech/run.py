@@ -25,7 +25,7 @@ METRIC_COLUMNS = ["step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl
 
 
 class Run:
-    """A run directory written by ``icl_mech.train`` (see ``icl_mech.storage`` for its layout)."""
+    """A run directory written by ``icl_mech.trainer`` (see ``icl_mech.storage`` for its layout)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError
-from icl_mech.train import train
+from icl_mech.trainer import train
 
 INDEX = "index.csv"
 #: Written into a run directory when its training raised; removed when the run is retried.

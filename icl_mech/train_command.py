@@ -43,7 +43,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 def run(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
     resolve_device(args.device)
-    from icl_mech.train import train  # imports TransformerLens: only once the inputs are valid
+    from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
     result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet)

@@ -24,7 +24,7 @@ from transformer_lens.hook_points import HookPoint
 
 from icl_mech.errors import ConfigError
 from icl_mech.sampler import Batch
-from icl_mech.train import evaluate, logistic_loss_and_accuracy
+from icl_mech.trainer import evaluate, logistic_loss_and_accuracy
 from probes.circuits import Site
 
 METHODS = ("zero", "mean", "resample")

@@ -17,7 +17,7 @@ import pandas as pd
 from icl_mech.cli import main
 from icl_mech.errors import RunError
 from icl_mech.run import Run, load_run
-from icl_mech.train import resolve_device
+from icl_mech.devices import resolve_device
 from probes.ablation import METHODS
 from probes.circuits import CIRCUITS, parse_heads
 from probes.independence import cross_ablation_matrix, independence_run, verdict

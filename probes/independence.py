@@ -22,7 +22,7 @@ from transformer_lens import HookedTransformer
 from icl_mech.model import query_logits
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
-from icl_mech.train import logistic_loss_and_accuracy
+from icl_mech.trainer import logistic_loss_and_accuracy
 from probes.ablation import EVAL_SETS, ablated_query_logits
 from probes.circuits import Head, Site
 from probes.over_time import final_sites, over_checkpoints

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from icl_mech.run import Run
-from icl_mech.train import train
+from icl_mech.trainer import train
 
 #: Variant name -> config fields it changes. "full" is retrained too, so every curve shares the
 #: same step count and evaluation cadence.

@@ -11,7 +11,7 @@ from transformer_lens import HookedTransformer
 
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
-from icl_mech.train import evaluate
+from icl_mech.trainer import evaluate
 from probes.ablation import EVAL_SETS, ablation_effect
 from probes.attribution import attribution_toward_target
 from probes.circuits import Head, Site, circuit_sites

@@ -15,7 +15,7 @@ import pytest
 
 from icl_mech.presets import preset
 from icl_mech.run import Run
-from icl_mech.train import train
+from icl_mech.trainer import train
 
 #: The cpu preset at a smaller evaluation set (probes run full forwards on it at every checkpoint).
 SMALL = {"eval_size": 500, "eval_every": 100}

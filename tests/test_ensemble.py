@@ -5,7 +5,7 @@ import torch
 
 from icl_mech import ConfigError, load_run, preset
 from icl_mech.ensemble import train_ensemble
-from icl_mech.train import train
+from icl_mech.trainer import train
 
 
 def small_config(**overrides):

@@ -8,7 +8,7 @@ from icl_mech.interleaved import embed
 from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.presets import preset
 from icl_mech.sampler import make_eval_sets, training_pool
-from icl_mech.train import train
+from icl_mech.trainer import train
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["attn_only", "with_mlp"])

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from icl_mech import RunError, load_run, train
-from icl_mech.train import evaluate
+from icl_mech.trainer import evaluate
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 

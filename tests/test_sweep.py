@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from icl_mech import ConfigError, preset, storage, train
+from icl_mech import ConfigError, preset, storage
+from icl_mech.trainer import train
 from icl_mech.cli import main
 from icl_mech.sweep import (
     ERROR,

@@ -10,7 +10,7 @@ import torch
 
 from icl_mech import CheckpointError, RunError, load_run, train
 from icl_mech.model import full_query_logits
-from icl_mech.train import checkpoint_steps, evaluate, logistic_loss_and_accuracy
+from icl_mech.trainer import checkpoint_steps, evaluate, logistic_loss_and_accuracy
 
 from conftest import cpu_config
 
