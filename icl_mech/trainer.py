@@ -124,8 +124,9 @@ def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator)
     return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
-def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool:
-    """Create the run directory, or check it may be resumed; True when there is state to resume."""
+def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
+    """Create the run directory, or check it may be resumed: True when there is state to resume,
+    None when the run is already finished. Nothing is written until every check has passed."""
     config_path = run_dir / storage.CONFIG
     if config_path.exists():
         if not resume:
@@ -142,14 +143,20 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool:
             raise RunError(f"cannot resume {run_dir}: its saved config differs in {differing}")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
-    (run_dir / storage.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    storage.write_json(config_path, config.to_dict())
+    status_path = run_dir / storage.STATUS
+    if status_path.exists():
+        status = storage.read_json(status_path)
+        if status["last_step"] >= config.train.steps or status["stopped_early"]:
+            return None
     has_state = (run_dir / storage.RESUME).exists()
     if not has_state and storage.checkpointed_steps(run_dir):
         raise RunError(
             f"{run_dir} has checkpoints but no {storage.RESUME} to continue from "
             "(shipped reference runs keep only their checkpoints); train into another --out"
         )
+    (run_dir / storage.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    storage.write_json(config_path, config.to_dict())
+    status_path.unlink(missing_ok=True)
     return has_state
 
 
@@ -180,12 +187,8 @@ def open_member(
     """Prepare ``run_dir`` for training: the member and the optimizer state to restore (None for
     a new run), or None when a resumed run has nothing left to train."""
     has_state = _prepare_run_dir(config, run_dir, resume)
-    status_path = run_dir / storage.STATUS
-    if status_path.exists():
-        status = storage.read_json(status_path)
-        if status["last_step"] >= config.train.steps or status["stopped_early"]:
-            return None
-        status_path.unlink()
+    if has_state is None:
+        return None
     pool = training_pool(config.task, config.train.seed)
     eval_sets = {k: v.to(device) for k, v in make_eval_sets(config.task, pool, config.train.seed).items()}
     model = build_model(config, device)

@@ -25,8 +25,10 @@ def test_shipped_runs_show_their_regimes():
     assert memorize.iwl_acc >= 0.95 and memorize.icl_acc <= 0.6
 
 
-def test_shipped_runs_refuse_to_be_extended_rather_than_retrained(tmp_path):
+def test_shipped_runs_refuse_to_be_extended_and_are_left_untouched():
     run = load_run(REFERENCE / "memorize")
+    before = {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()}
     with pytest.raises(RunError, match="no resume.safetensors"):
         train(run.config.override(steps=2000), run.path, resume=True, progress=False)
-    assert run.steps[-1] == 1000
+    assert train(run.config, run.path, resume=True, progress=False).steps == run.steps  # finished
+    assert before == {path: path.read_bytes() for path in run.path.rglob("*") if path.is_file()}
