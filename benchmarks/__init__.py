@@ -1,0 +1,1 @@
+"""Benchmarks of icl_mech against a re-creation of the authors' trainer (run ``python -m benchmarks``)."""

@@ -1,0 +1,59 @@
+"""``python -m benchmarks``: time the training step, ensembles and probes against their baselines.
+
+Prints one table row per comparison (median seconds of several repeats, the speedup, its target)
+and exits 1 if a speedup misses its target by more than 20 percent. ``--quick`` runs every
+comparison at toy sizes to check the machinery (the smoke test); its ratios mean nothing and are
+not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from benchmarks.comparisons import Comparison, ensemble, probes, training_step
+
+#: A ratio may fall this far below its target before the benchmark fails.
+TOLERANCE = 0.8
+
+
+def format_table(rows: list[Comparison], check: bool = True) -> str:
+    header = f"{'comparison':<58} {'baseline':>30} {'ours':>24} {'ratio':>7} {'target':>7}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        scale = 1e3 if row.unit == "ms" else 1.0
+        baseline = f"{row.baseline}: {row.baseline_seconds * scale:.2f} {row.unit}"
+        ours = f"{row.ours}: {row.ours_seconds * scale:.2f} {row.unit}"
+        verdict = "  MISSED" if check and row.ratio < TOLERANCE * row.target else ""
+        lines.append(f"{row.name:<58} {baseline:>30} {ours:>24} {row.ratio:>6.1f}x {row.target:>6.1f}x{verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="toy sizes: check it runs, not how fast")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: robust on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    repeats = args.repeats or (1 if args.quick else 5)
+    if args.quick:
+        tiny = {"K": 64, "N": 10, "d_mlp": 16, "eval_size": 16, "batch_size": 8}
+        rows = [*training_step(n_steps=2, repeats=repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny)]
+    else:
+        rows = [*training_step(n_steps=20, repeats=repeats), ensemble(16, 200, max(1, repeats // 2)), probes(100, repeats)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} repeats")
+    print(format_table(rows, check=not args.quick))
+    if args.quick:
+        print("(--quick: toy sizes, targets not checked)")
+        return 0
+    missed = [row.name for row in rows if row.ratio < TOLERANCE * row.target]
+    if missed:
+        print(f"missed by more than {1 - TOLERANCE:.0%}: {missed}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

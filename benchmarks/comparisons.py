@@ -1,0 +1,143 @@
+"""The four measured comparisons of issue 5. Each returns a ``Comparison``: what was timed, the
+baseline's and our seconds (median over repeats), and the speedup the target asks for.
+
+Sizes are arguments so the smoke test can run everything in seconds; ``python -m benchmarks``
+passes the real ones (N=100, batch 128, E=16, 100 checkpoints).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.authors_baseline import authors_steps
+from icl_mech.config import RunConfig
+from icl_mech.ensemble import train_ensemble
+from icl_mech.model import build_model, full_query_logits, query_logits
+from icl_mech.presets import preset
+from icl_mech.run import load_run
+from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
+from icl_mech.trainer import evaluate, logistic_loss_and_accuracy, make_optimizer, train
+from probes.head_scores import match_score
+from probes.over_time import ablate_run, over_checkpoints
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    baseline: str
+    baseline_seconds: float
+    ours: str
+    ours_seconds: float
+    unit: str
+    #: The speedup (baseline / ours) the issue asks for.
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return self.baseline_seconds / self.ours_seconds
+
+
+def median_seconds(run_once: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``run_once`` over ``repeats`` calls (after one warm-up call)."""
+    run_once()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def _per_step(steps: Iterator[None], n_steps: int) -> Callable[[], None]:
+    def run_once() -> None:
+        for _ in range(n_steps):
+            next(steps)
+    return run_once
+
+
+def library_steps(config: RunConfig, logits_fn=query_logits) -> Iterator[None]:
+    """The library's training step (icl_mech.trainer.train_members, without its evaluation and
+    checkpoints): sample a batch, query logits, logistic loss, backward, optimizer step."""
+    pool = training_pool(config.task, config.train.seed)
+    model = build_model(config)
+    optimizer = make_optimizer(model.named_parameters(), config.train)
+    data_rng = stream_generator(config.train.seed, "train")
+    while True:
+        batch = sample_batch(
+            config.task, pool, config.train.batch_size, data_rng, **TRAINING_MODES[config.task.burstiness]
+        )
+        loss, _ = logistic_loss_and_accuracy(logits_fn(model, batch.tokens), batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        yield
+
+
+def training_step(n_steps: int, repeats: int, N: int = 100) -> list[Comparison]:
+    """Ours vs the authors' loop, and ours vs the HookedTransformer's full forward; per step."""
+    config = preset("paper").override(N=N, eval_size=1)  # no evaluation here: skip making the sets
+    authors = authors_steps(n_steps * (repeats + 1) * 4, N=N)
+    ours = library_steps(config)
+    full = library_steps(config, full_query_logits)
+    ours_s = median_seconds(_per_step(ours, n_steps), repeats) / n_steps
+    authors_s = median_seconds(_per_step(authors, n_steps), repeats) / n_steps
+    full_s = median_seconds(_per_step(full, n_steps), repeats) / n_steps
+    return [
+        Comparison(f"training step, paper preset (N={N}, batch 128)", "authors' loop", authors_s,
+                   "icl_mech", ours_s, "ms", 10.0),
+        Comparison(f"training step, fast path vs full forward (N={N})", "HookedTransformer forward", full_s,
+                   "query_logits", ours_s, "ms", 10.0),
+    ]
+
+
+def ensemble(n_members: int, n_steps: int, repeats: int, **overrides) -> Comparison:
+    """E runs trained one after the other with ``train`` vs together with ``train_ensemble``
+    (cpu preset and ``overrides``; evaluation and checkpoints included)."""
+    config = preset("cpu").override(steps=n_steps, eval_every=n_steps, checkpoint_every=n_steps, **overrides)
+    configs = [config.override(seed=seed) for seed in range(n_members)]
+
+    def sequential() -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            for index, member in enumerate(configs):
+                train(member, Path(folder) / f"run{index}", progress=False)
+
+    def together() -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            train_ensemble(configs, [Path(folder) / f"run{i}" for i in range(n_members)], progress=False)
+
+    return Comparison(
+        f"ensemble E={n_members}, cpu preset, {n_steps} steps each", f"{n_members} sequential runs",
+        median_seconds(sequential, repeats), "train_ensemble", median_seconds(together, repeats), "s", 4.0,
+    )
+
+
+def probes(n_checkpoints: int, repeats: int, **overrides) -> Comparison:
+    """Ablation (attention head, mean) + attention match scores over every checkpoint of a dense
+    run, against ten times one evaluation pass (ICL set) per checkpoint."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = preset("cpu").override(
+            steps=n_checkpoints - 1, eval_every=n_checkpoints, checkpoint_every=1, **overrides
+        )
+        run = train(config, Path(folder) / "dense", progress=False)
+        icl_set = run.eval_sets()["icl"]
+
+        def evaluation_passes() -> None:
+            for _, model in run.models():
+                evaluate(model, icl_set)
+
+        def probe_passes() -> None:
+            ablate_run(run, "induction", "mean", progress=False)
+            over_checkpoints(run, lambda model: {"match": match_score(model, icl_set).max().item()}, progress=False)
+
+        return Comparison(
+            f"probes over {len(run.steps)} checkpoints: ablation + attention scores",
+            "10 x one evaluation pass", 10 * median_seconds(evaluation_passes, repeats),
+            "probes", median_seconds(probe_passes, repeats), "s", 1.0,
+        )

@@ -1,0 +1,23 @@
+"""``python -m benchmarks`` runs end to end (at toy sizes: CI never times anything)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_benchmark_prints_a_row_per_comparison_with_ratio_and_target():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("comparison"))
+    rows = lines[header + 2 : header + 6]
+    assert [row.split()[0] for row in rows] == ["training", "training", "ensemble", "probes"]
+    assert all(row.rstrip().endswith("x") and "authors' loop" in rows[0] for row in rows)
+    assert "MISSED" not in result.stdout
