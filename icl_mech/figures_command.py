@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from icl_mech.analysis import FIGURES, make_figures
-from icl_mech.analysis.sweep_table import ICL_LEVEL
+from icl_mech.analysis.sweep_table import Levels
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
-    for name, summary in make_figures(args.sweep, out, args.only, args.icl_level).items():
+    levels = Levels(icl=args.icl_level, outcome=args.outcome_level, memorized=args.memorized_level, faded=args.faded_level)
+    for name, summary in make_figures(args.sweep, out, args.only, levels).items():
         print(f"{name}: {summary}")
     print(f"written to {out}")
     return 0
@@ -30,5 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
     parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
     parser.add_argument("--out", help="where figures go (default: <first sweep>/figures)")
-    parser.add_argument("--icl-level", type=float, default=ICL_LEVEL, help="ICL accuracy defining t_ICL (default 0.95)")
+    defaults = Levels()
+    parser.add_argument("--icl-level", type=float, default=defaults.icl, help=f"ICL accuracy defining t_ICL (default {defaults.icl})")
+    parser.add_argument(
+        "--outcome-level", type=float, default=defaults.outcome,
+        help=f"final ICL accuracy separating ICL from memorizing outcomes (default {defaults.outcome})",
+    )
+    parser.add_argument(
+        "--memorized-level", type=float, default=defaults.memorized,
+        help=f"IWL accuracy defining the memorization time (default {defaults.memorized})",
+    )
+    parser.add_argument(
+        "--faded-level", type=float, default=defaults.faded,
+        help=f"ICL accuracy below which acquired ICL has faded (default {defaults.faded})",
+    )
     parser.set_defaults(handler=run)

@@ -94,7 +94,7 @@ def test_rerunning_a_sweep_skips_finished_runs_and_resumes_interrupted_ones(tmp_
     kept_mtime = kept.stat().st_mtime_ns
     assert run_status(interrupted) == "pending"
 
-    index = run_sweep(base, grid, tmp_path, workers=2, progress=False)
+    index = run_sweep(base, grid, tmp_path, workers=1, progress=False)
     assert list(index.status) == ["finished", "finished"]
     assert list(index.last_step) == [6, 6]
     assert kept.stat().st_mtime_ns == kept_mtime  # resumed from step 4, not retrained
@@ -105,7 +105,7 @@ def test_rerunning_a_sweep_skips_finished_runs_and_resumes_interrupted_ones(tmp_
     ]
 
     mtimes = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.safetensors")}
-    again = run_sweep(base, grid, tmp_path, workers=2, progress=False)
+    again = run_sweep(base, grid, tmp_path, workers=1, progress=False)
     assert list(again.status) == ["finished", "finished"]
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.safetensors")} == mtimes
 

@@ -10,14 +10,14 @@ import pandas as pd
 from icl_mech.analysis.icl_time import icl_time_figure
 from icl_mech.analysis.memorization import memorization_figure
 from icl_mech.analysis.plotting import MissingRuns
-from icl_mech.analysis.sweep_table import ICL_LEVEL, load_sweeps
+from icl_mech.analysis.sweep_table import Levels, load_sweeps
 from icl_mech.analysis.threshold_scaling import threshold_scaling_figure
 from icl_mech.analysis.transience import transience_figure
 from icl_mech.analysis.transition import equalized_figure, transition_figure
 from icl_mech.errors import ConfigError
 
 #: Name -> analysis; each writes ``<name>.png`` and ``<name>.csv`` and returns a one-line summary.
-FIGURES: dict[str, Callable[[pd.DataFrame, Path], str]] = {
+FIGURES: dict[str, Callable[[pd.DataFrame, Path, Levels], str]] = {
     "transition": transition_figure,
     "threshold_scaling": threshold_scaling_figure,
     "memorization": memorization_figure,
@@ -28,7 +28,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], str]] = {
 
 
 def make_figures(
-    sweeps: Iterable[str | Path], out_dir: str | Path, only: str | None = None, icl_level: float = ICL_LEVEL
+    sweeps: Iterable[str | Path], out_dir: str | Path, only: str | None = None, levels: Levels = Levels()
 ) -> dict[str, str]:
     """Run every analysis (or ``only`` one) over the runs of ``sweeps``; name -> summary.
 
@@ -37,13 +37,13 @@ def make_figures(
     """
     if only is not None and only not in FIGURES:
         raise ConfigError(f"unknown figure {only!r}; expected one of {list(FIGURES)}")
-    table = load_sweeps(sweeps, icl_level)
+    table = load_sweeps(sweeps, levels)
     summaries = {}
     for name, figure in FIGURES.items():
         if only not in (None, name):
             continue
         try:
-            summaries[name] = figure(table, Path(out_dir))
+            summaries[name] = figure(table, Path(out_dir), levels)
         except MissingRuns as missing:
             if only is not None:
                 raise

@@ -58,7 +58,8 @@ def fit_threshold(
         raise ConfigError(f"a threshold fit needs runs at 3 or more values of K, got {sorted(set(k))}")
     (log_k_star, width), covariance = _fit_log_threshold(k, accuracy)
     sd = float(np.sqrt(covariance[0, 0])) if np.isfinite(covariance[0, 0]) else float("inf")
-    interval = (float(np.exp(log_k_star - 1.96 * sd)), float(np.exp(log_k_star + 1.96 * sd)))
+    with np.errstate(over="ignore"):  # an unpinned K* has an infinite interval
+        interval = (float(np.exp(log_k_star - 1.96 * sd)), float(np.exp(log_k_star + 1.96 * sd)))
     if groups is not None and np.unique(groups).size > 1:
         rng = np.random.default_rng(seed)
         labels = np.unique(groups)

@@ -2,7 +2,7 @@
 must memorize the K item-label pairs; the time to do so grows as K^nu (the paper: nu ~ 0.7).
 
 Memorization is measured on the IWL set (the query item is absent from the context), so nothing
-read from context can help; the time is the step where IWL accuracy first reaches ``MEMORIZED``,
+read from context can help; the time is the step where IWL accuracy first reaches ``levels.memorized``,
 interpolated between evaluations.
 """
 
@@ -16,11 +16,8 @@ import pandas as pd
 
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.plotting import MissingRuns, save
-from icl_mech.analysis.sweep_table import first_crossing
+from icl_mech.analysis.sweep_table import Levels, first_crossing
 from icl_mech.run import load_run
-
-#: IWL accuracy at which K items count as memorized.
-MEMORIZED = 0.9
 
 
 def memorization_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -28,7 +25,7 @@ def memorization_runs(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table.frozen == "attn") & np.isfinite(table.K)]
 
 
-def memorization_times(table: pd.DataFrame, level: float = MEMORIZED) -> pd.DataFrame:
+def memorization_times(table: pd.DataFrame, level: float) -> pd.DataFrame:
     """One row per frozen-attention run: K, seed, and t_mem (NaN when it never memorized)."""
     rows = []
     for row in memorization_runs(table).itertuples():
@@ -39,26 +36,26 @@ def memorization_times(table: pd.DataFrame, level: float = MEMORIZED) -> pd.Data
 
 
 def fit_memorization_exponent(times: pd.DataFrame) -> PowerLawFit:
-    """nu from t_mem ~ K^nu over the runs that memorized (t_mem > 0)."""
+    """nu from t_mem ~ K^nu over the runs that memorized (t_mem > 0: not already at step 0)."""
     reached = times[times.t_mem > 0]
     if reached.K.nunique() < 2:
         raise MissingRuns(
-            f"memorization needs frozen-attention runs (frozen=attn) that reach IWL accuracy {MEMORIZED} "
-            "at 2 or more values of K"
+            "memorization needs frozen-attention runs (frozen=attn) that reach the memorized IWL accuracy "
+            "after step 0 at 2 or more values of K"
         )
     return fit_power_law(reached.K.to_numpy(), reached.t_mem.to_numpy())
 
 
-def memorization_figure(table: pd.DataFrame, out_dir: Path) -> str:
+def memorization_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     """memorization.png / .csv: IWL curves of the MLP alone, and t_mem against K with nu."""
-    times = memorization_times(table)
+    times = memorization_times(table, levels.memorized)
     fit = fit_memorization_exponent(times)
     figure, (curves, scaling) = plt.subplots(1, 2, figsize=(9, 3.8))
     colors = {k: plt.cm.viridis(i / max(times.K.nunique() - 1, 1)) for i, k in enumerate(sorted(times.K.unique()))}
-    for row in times.itertuples():
+    for row in times.sort_values(["K", "seed"]).itertuples():
         metrics = load_run(row.run).metrics
         curves.plot(metrics.step, metrics.iwl_acc, color=colors[row.K], lw=1, label=f"K={row.K:.0f}" if row.seed == times.seed.min() else None)
-    curves.axhline(MEMORIZED, color="gray", ls=":")
+    curves.axhline(levels.memorized, color="gray", ls=":")
     curves.set_xlabel("step")
     curves.set_ylabel("IWL accuracy (attention frozen)")
     curves.legend(fontsize=7)
@@ -68,7 +65,7 @@ def memorization_figure(table: pd.DataFrame, out_dir: Path) -> str:
     low, high = fit.interval
     scaling.loglog(k, fit(k), "-", color="C1", label=f"nu = {fit.exponent:.2f} [{low:.2f}, {high:.2f}]")
     scaling.set_xlabel("K")
-    scaling.set_ylabel(f"steps to IWL accuracy {MEMORIZED}")
+    scaling.set_ylabel(f"steps to IWL accuracy {levels.memorized}")
     scaling.legend(fontsize=8)
     table_out = times.assign(nu=fit.exponent, nu_low=low, nu_high=high, nu_sd=fit.exponent_sd)
     save(figure, table_out, out_dir, "memorization")

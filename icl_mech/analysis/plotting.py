@@ -20,6 +20,10 @@ class MissingRuns(ConfigError):
 def save(figure: plt.Figure, table: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
     """Write ``name.png`` and ``name.csv`` into ``out_dir``; returns both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for axis in figure.axes:  # label decades only: minor labels of short log axes overlap
+        for scale, ticks in ((axis.get_xscale(), axis.xaxis), (axis.get_yscale(), axis.yaxis)):
+            if scale == "log":
+                ticks.set_minor_formatter(plt.NullFormatter())
     png, csv = out_dir / f"{name}.png", out_dir / f"{name}.csv"
     figure.tight_layout()
     figure.savefig(png, dpi=90)

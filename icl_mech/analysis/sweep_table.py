@@ -7,6 +7,7 @@ directories, however they were made (``icl-mech sweep``, several sweeps, hand-tr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,23 @@ from icl_mech import storage
 from icl_mech.errors import ConfigError
 from icl_mech.run import Run
 
-#: ICL accuracy that counts as "ICL acquired" for t_ICL (the paper's 0.95).
-ICL_LEVEL = 0.95
-#: Final accuracy above which a run is said to have ended in ICL (or in memorization, for IWL).
-OUTCOME_LEVEL = 0.75
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The accuracy thresholds the analyses read runs with."""
+
+    #: ICL accuracy that counts as "ICL acquired": t_ICL is the first step reaching it (paper: 0.95).
+    icl: float = 0.95
+    #: Final ICL accuracy at or above which a run ended in ICL rather than memorization.
+    outcome: float = 0.75
+    #: IWL accuracy at which the K items count as memorized (memorization time).
+    memorized: float = 0.9
+    #: ICL accuracy below which acquired ICL counts as faded (transience).
+    faded: float = 0.75
+    #: Memorization exponent used for the predicted K*(N) slope when no memorization runs exist.
+    paper_nu: float = 0.7
+
 #: Fields that identify runs of one curve point; every other varying field separates conditions.
 POINT_FIELDS = ("K", "seed")
 
@@ -38,7 +52,7 @@ def first_crossing(steps: np.ndarray, values: np.ndarray, level: float, interpol
     return float(steps[i - 1] + fraction * (steps[i] - steps[i - 1]))
 
 
-def _run_row(run: Run, icl_level: float) -> dict:
+def _run_row(run: Run, levels: Levels) -> dict:
     metrics = run.metrics
     if metrics.empty:
         raise ConfigError(f"{run.path} has no metrics yet")
@@ -52,15 +66,16 @@ def _run_row(run: Run, icl_level: float) -> dict:
         "icl_acc": float(last.icl_acc),
         "iwl_acc": float(last.iwl_acc),
         "train_acc": float(last.train_acc),
-        "t_icl": first_crossing(metrics.step.to_numpy(), metrics.icl_acc.to_numpy(), icl_level),
+        "t_icl": first_crossing(metrics.step.to_numpy(), metrics.icl_acc.to_numpy(), levels.icl),
     }
 
 
-def load_sweeps(dirs: Iterable[str | Path], icl_level: float = ICL_LEVEL) -> pd.DataFrame:
+def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.DataFrame:
     """Every finished run directory (one with status.json) directly under ``dirs``, one row each;
     runs still training or interrupted are left out, as their last metrics are not final.
 
-    K is infinite (None in the config) as ``inf`` so that it sorts and plots on a log axis.
+    K is infinite (None in the config) as ``inf`` so that it sorts and plots on a log axis;
+    ``t_icl`` is the first step with ICL accuracy >= ``levels.icl``.
     """
     rows = []
     for directory in map(Path, dirs):
@@ -68,7 +83,7 @@ def load_sweeps(dirs: Iterable[str | Path], icl_level: float = ICL_LEVEL) -> pd.
             raise ConfigError(f"sweep directory {directory} does not exist")
         for config in sorted(directory.glob(f"*/{storage.CONFIG}")):
             if (config.parent / storage.STATUS).exists():
-                rows.append(_run_row(Run(config.parent), icl_level))
+                rows.append(_run_row(Run(config.parent), levels))
     if not rows:
         raise ConfigError(f"no finished run directories under {[str(d) for d in dirs]}")
     table = pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Claim 3, second half: K* against N on log-log axes. If memorization time grows as K^nu and ICL
 time does not depend on K, the threshold where they meet moves as K* ~ N^(1/nu): the fitted slope
-is compared with 1/nu from the sweep's own memorization runs (else the paper's nu = 0.7)."""
+is compared with 1/nu from the sweep's own memorization runs (else the paper's nu, 0.7)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,23 @@ import pandas as pd
 from icl_mech.analysis.fits import fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
 from icl_mech.analysis.plotting import MissingRuns, save
-from icl_mech.analysis.sweep_table import plain_runs
+from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
 
-#: The paper's memorization exponent, used when the sweep holds no memorization runs.
-PAPER_NU = 0.7
 
-
-def threshold_scaling_figure(table: pd.DataFrame, out_dir: Path) -> str:
+def threshold_scaling_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     """threshold_scaling.png / .csv: K*(N) with its fitted slope beside the predicted 1/nu."""
     runs = plain_runs(table)
     runs = runs[~runs.equalized & (runs.weight_decay_attn == runs.weight_decay_attn.min())]
-    thresholds = threshold_table(runs, ["N"])
+    thresholds = threshold_table(runs, levels, ["N"])
     fitted = thresholds[np.isfinite(thresholds.K_star)]
     if len(fitted) < 2:
         raise MissingRuns("threshold_scaling needs a K* (3 or more K values) at 2 or more values of N")
     slope = fit_power_law(fitted.N.to_numpy(), fitted.K_star.to_numpy())
     try:
-        nu, nu_source = fit_memorization_exponent(memorization_times(table)).exponent, "measured"
+        nu, nu_source = fit_memorization_exponent(memorization_times(table, levels.memorized)).exponent, "measured"
     except MissingRuns:
-        nu, nu_source = PAPER_NU, "paper"
+        nu, nu_source = levels.paper_nu, "paper"
     predicted = 1 / nu
     figure, axis = plt.subplots(figsize=(5.2, 4))
     errors = [fitted.K_star - fitted.K_star_low, fitted.K_star_high - fitted.K_star]

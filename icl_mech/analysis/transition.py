@@ -12,14 +12,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.fits import CHANCE, PERFECT, fit_threshold
+from icl_mech.analysis.fits import fit_threshold
 from icl_mech.analysis.plotting import MissingRuns, save
-from icl_mech.analysis.sweep_table import condition_columns, condition_label, plain_runs
+from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 from icl_mech.errors import ConfigError
 
 
-def threshold_table(table: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """One row per condition: K*, its 95% interval, the K values bracketing it, and run counts.
+def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per condition: K*, its 95% interval, the K values bracketing it (largest K whose
+    mean final ICL accuracy is below ``levels.outcome``, smallest at or above it), and run counts.
 
     ``table`` is ``load_sweeps``' table of whole-model runs; conditions are ``by`` (default: the
     fields that vary besides K and seed). Conditions with fewer than 3 finite K get no fit (NaN).
@@ -27,12 +28,11 @@ def threshold_table(table: pd.DataFrame, by: list[str] | None = None) -> pd.Data
     by = condition_columns(table) if by is None else by
     groups = table.groupby(by, sort=True) if by else [((), table)]
     rows = []
-    midpoint = (CHANCE + PERFECT) / 2
     for key, runs in groups:
         values = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         runs = runs[np.isfinite(runs.K)]
         mean_icl = runs.groupby("K").icl_acc.mean()
-        below, above = mean_icl[mean_icl < midpoint].index, mean_icl[mean_icl >= midpoint].index
+        below, above = mean_icl[mean_icl < levels.outcome].index, mean_icl[mean_icl >= levels.outcome].index
         row = {
             **values,
             "condition": condition_label(values),
@@ -45,7 +45,7 @@ def threshold_table(table: pd.DataFrame, by: list[str] | None = None) -> pd.Data
             fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy())
             row.update(K_star=fit.k_star, K_star_low=fit.interval[0], K_star_high=fit.interval[1],
                        log_K_star_sd=fit.log_k_star_sd, width=fit.width)
-        except ConfigError:
+        except (ConfigError, RuntimeError):  # too few K, or curve_fit found no optimum
             row.update(K_star=np.nan, K_star_low=np.nan, K_star_high=np.nan, log_K_star_sd=np.nan, width=np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -83,18 +83,18 @@ def _describe(thresholds: pd.DataFrame) -> str:
     )
 
 
-def transition_figure(table: pd.DataFrame, out_dir: Path) -> str:
+def transition_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     """transition.png / .csv: the K* fit of every condition of whole-model runs."""
     runs = plain_runs(table)
     if runs.K.nunique() < 3:
         raise MissingRuns("transition needs whole-model runs at 3 or more values of K")
     by = condition_columns(runs)
-    thresholds = threshold_table(runs, by)
+    thresholds = threshold_table(runs, levels, by)
     save(plot_transition(runs, thresholds, by, "memorization -> ICL transition"), thresholds, out_dir, "transition")
     return _describe(thresholds)
 
 
-def equalized_figure(table: pd.DataFrame, out_dir: Path) -> str:
+def equalized_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     """equalized.png / .csv (claim 5): the transition with equalized-label contexts against plain."""
     runs = plain_runs(table)
     shared = set(runs[runs.equalized].N) & set(runs[~runs.equalized].N)
@@ -102,6 +102,6 @@ def equalized_figure(table: pd.DataFrame, out_dir: Path) -> str:
     if runs.empty or runs.K.nunique() < 3:
         raise MissingRuns("equalized needs runs with equalized=true and false at one N and 3 or more K")
     by = list(dict.fromkeys(["equalized", *condition_columns(runs)]))
-    thresholds = threshold_table(runs, by)
+    thresholds = threshold_table(runs, levels, by)
     save(plot_transition(runs, thresholds, by, "equalized-label contexts vs plain"), thresholds, out_dir, "equalized")
     return _describe(thresholds)
