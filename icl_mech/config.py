@@ -122,7 +122,8 @@ class TaskConfig(_ConfigDict):
         _require(self.K is not None, "format='interleaved' needs a finite K (a set of training classes)")
         _require(
             self.L == 2,
-            f"format='interleaved' reads out one logit under the logistic loss, so L must be 2, got {self.L!r}",
+            "format='interleaved' reads out one logit under the logistic loss, "
+            f"so L must be 2, got {self.L!r}",
         )
         _require(
             isinstance(self.B, int) and self.B >= 1 and (self.N - 1) % self.B == 0,

@@ -65,7 +65,11 @@ CPU_INTERLEAVED: dict[str, dict[str, Any]] = {
     },
 }
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": PAPER, "cpu": CPU, "cpu-interleaved": CPU_INTERLEAVED}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": PAPER,
+    "cpu": CPU,
+    "cpu-interleaved": CPU_INTERLEAVED,
+}
 
 
 def preset(name: str) -> RunConfig:

@@ -203,7 +203,12 @@ def _bursty_ids(
 
 
 def _pool_ids(
-    task: TaskConfig, pool: ItemPool, n_seq: int, replacement: bool, query: QueryMode, generator: torch.Generator
+    task: TaskConfig,
+    pool: ItemPool,
+    n_seq: int,
+    replacement: bool,
+    query: QueryMode,
+    generator: torch.Generator,
 ) -> Int[Tensor, "n_seq N"]:
     """Pool indices of the context items, then the query's, for either format."""
     if task.format == "interleaved" and query == "in_context":
@@ -219,7 +224,10 @@ def _pool_ids(
 
 
 def _interleave(
-    task: TaskConfig, vectors: Float[Tensor, "n_seq N D"], labels: Int[Tensor, "n_seq N"], item_ids: Int[Tensor, "n_seq N"]
+    task: TaskConfig,
+    vectors: Float[Tensor, "n_seq N D"],
+    labels: Int[Tensor, "n_seq N"],
+    item_ids: Int[Tensor, "n_seq N"],
 ) -> Batch:
     """Split every context (item, label) pair into an item token and a label token: x_1, l_1, ...,
     x_n, l_n, x_q. The label token is the paired format's label part on its own."""

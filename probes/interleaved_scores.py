@@ -59,7 +59,8 @@ def label_previous_token_score(model: HookedTransformer, batch: Batch) -> Float[
     A previous-token head scores near 1. Only label tokens count: what an item token attends to
     does not feed the induction head's keys.
     """
-    previous = attention_patterns(model, batch).diagonal(offset=-1, dim1=-2, dim2=-1)  # layer batch head pos-1
+    patterns = attention_patterns(model, batch)
+    previous = patterns.diagonal(offset=-1, dim1=-2, dim2=-1)  # layer batch head pos-1
     at_labels = label_tokens(batch)[:, 1:].to(previous.dtype)
     if not at_labels.any():
         raise ValueError("label_previous_token_score needs an interleaved batch (it has no label tokens)")

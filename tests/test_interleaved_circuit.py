@@ -55,6 +55,11 @@ def rise_step(values: dict[int, float]) -> int:
     return min(step for step, value in values.items() if value >= (start + end) / 2)
 
 
+def site_head(site) -> tuple[int, int]:
+    """(layer, head) of a head's hook_z site."""
+    return int(site.hook_name.split(".")[1]), site.head
+
+
 def test_icl_jumps_with_the_induction_score_and_the_previous_token_head_rises_first(icl_run):
     metrics = icl_run.metrics.set_index("step")["icl_acc"]
     assert metrics.iloc[0] <= 0.6 and metrics.iloc[-1] >= 0.9
@@ -63,8 +68,8 @@ def test_icl_jumps_with_the_induction_score_and_the_previous_token_head_rises_fi
     assert before < after <= before + 300, "the jump from chance to 0.9 is abrupt"
 
     model, icl = icl_run.model(), icl_run.eval_sets()["icl"]
-    (induction_layer, induction_head), = [site_head(site) for site in circuit_sites("induction", model, icl)]
-    (previous_layer, previous_head), = [site_head(site) for site in circuit_sites("previous-token", model, icl)]
+    ((induction_layer, induction_head),) = [site_head(s) for s in circuit_sites("induction", model, icl)]
+    ((previous_layer, previous_head),) = [site_head(s) for s in circuit_sites("previous-token", model, icl)]
     assert (induction_layer, previous_layer) == (1, 0)
     induction = score_over_time(icl_run, induction_score, (induction_layer, induction_head))
     previous = score_over_time(icl_run, label_previous_token_score, (previous_layer, previous_head))
@@ -72,10 +77,6 @@ def test_icl_jumps_with_the_induction_score_and_the_previous_token_head_rises_fi
     assert previous[0] <= label_previous_token_chance(icl) + 0.15 and previous[max(previous)] >= 0.5
     assert before <= rise_step(induction) <= after
     assert rise_step(previous) <= rise_step(induction)
-
-
-def site_head(site) -> tuple[int, int]:
-    return int(site.hook_name.split(".")[1]), site.head
 
 
 @pytest.mark.parametrize("circuit", ["induction", "previous-token"])
@@ -88,7 +89,8 @@ def test_ablating_the_induction_or_previous_token_head_removes_icl_but_not_iwl(i
 
 
 def test_ablate_command_finds_the_previous_token_head_of_an_interleaved_run(icl_run, capsys):
-    assert main(["ablate", "--run", str(icl_run.path), "--circuit", "previous-token", "--json", "--quiet"]) == 0
+    argv = ["ablate", "--run", str(icl_run.path), "--circuit", "previous-token", "--json", "--quiet"]
+    assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["sites"] == ["blocks.0.attn.hook_z[head 0]"]
     assert result["rows"][-1]["icl_acc_ablated"] <= 0.6
