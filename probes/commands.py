@@ -43,9 +43,10 @@ def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None
 
 def _add_circuit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--method", choices=METHODS, default="mean",
-        help="replace activations by zeros, their mean over the evaluation set (per position; "
-        "default) or their values on other sequences of the set (resample)",
+        "--method", choices=METHODS, default="resample",
+        help="replace activations by their values on other sequences of the evaluation set "
+        "(resample, default: keeps downstream inputs typical), by their mean over the set (per "
+        "position) or by zeros",
     )
     parser.add_argument(
         "--heads", type=parse_heads,

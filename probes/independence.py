@@ -72,7 +72,7 @@ def independence_at(
 
 def independence_run(
     run: Run,
-    method: str = "mean",
+    method: str = "resample",
     steps: Iterable[int] | None = None,
     heads: Sequence[Head] | None = None,
     device: str | torch.device = "cpu",

@@ -50,7 +50,7 @@ def final_sites(
 def ablate_run(
     run: Run,
     circuit: str,
-    method: str = "mean",
+    method: str = "resample",
     steps: Iterable[int] | None = None,
     heads: Sequence[Head] | None = None,
     device: str | torch.device = "cpu",

@@ -1,0 +1,69 @@
+"""The probe commands: tables, JSON, files, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from icl_mech.cli import main
+from probes_fixtures import memorizing_run  # noqa: F401  (fixture)
+
+
+def test_bogus_circuit_is_rejected_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ablate", "--run", "anything", "--circuit", "bogus"])
+    assert exit_info.value.code != 0
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_missing_run_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["ablate", "--run", str(tmp_path / "nope"), "--circuit", "mlp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err
+
+
+def test_bare_ablate_command_reports_a_missing_run():
+    result = subprocess.run(
+        [sys.executable, "-c", "from probes.commands import ablate_entry; ablate_entry()",
+         "--run", "/nonexistent/run", "--circuit", "induction"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "icl-mech ablate: error: run directory /nonexistent/run does not exist"
+
+
+@pytest.mark.slow
+def test_step_never_saved_names_the_saved_steps(memorizing_run, capsys):
+    for command in (["ablate", "--circuit", "mlp"], ["probe"], ["independence"], ["viz", "--out", "x.html"]):
+        assert main([*command, "--run", str(memorizing_run.path), "--step", "3"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "step 3 was never checkpointed" in err and "0, 1, 2, 4" in err
+
+
+@pytest.mark.slow
+def test_ablate_json_has_one_row_per_step_with_intact_and_ablated_accuracy(memorizing_run, capsys):
+    assert main(["ablate", "--run", str(memorizing_run.path), "--circuit", "mlp", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sites"] == ["blocks.0.hook_mlp_out"]
+    [row] = report["rows"]
+    assert row["step"] == memorizing_run.steps[-1]
+    assert row["iwl_acc"] > 0.9 and row["iwl_acc_ablated"] < 0.6
+
+
+@pytest.mark.slow
+def test_all_steps_writes_csv_and_png_over_training(memorizing_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--run", str(memorizing_run.path), "--all-steps", "--out", str(out), "--quiet"]
+    assert main(["ablate", "--circuit", "induction", "--method", "resample", *args]) == 0
+    assert main(["probe", *args]) == 0
+    assert main(["independence", *args]) == 0
+    for stem in ("ablate-induction-resample", "probe", "independence"):
+        table = pd.read_csv(out / f"{stem}.csv")
+        assert table.step.tolist() == memorizing_run.steps
+        assert (out / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.startswith(f"step {memorizing_run.steps[-1]}: ") and "interaction" in verdict
