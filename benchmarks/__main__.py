@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from benchmarks import comparisons
 from benchmarks.comparisons import Comparison, ensemble, probes, training_step
 
 #: A ratio may fall this far below its target before the benchmark fails.
@@ -35,16 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy sizes: check it runs, not how fast")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median)")
+    parser.add_argument(
+        "--clock", choices=sorted(comparisons.CLOCKS), default="cpu",
+        help="cpu: this process's CPU time (default; robust on a shared machine), wall: elapsed time",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: robust on a shared machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    comparisons.clock = comparisons.CLOCKS[args.clock]
     repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
         tiny = {"K": 64, "N": 10, "d_mlp": 16, "eval_size": 16, "batch_size": 8}
-        rows = [*training_step(n_steps=2, repeats=repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny)]
+        rows = [*training_step(2, repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny)]
     else:
-        rows = [*training_step(n_steps=20, repeats=repeats), ensemble(16, 200, max(1, repeats // 2)), probes(100, repeats)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} repeats")
+        rows = [*training_step(20, repeats), ensemble(16, 100, max(1, repeats // 3)), probes(100, max(1, repeats // 2))]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, median of {repeats} repeats")
     print(format_table(rows, check=not args.quick))
     if args.quick:
         print("(--quick: toy sizes, targets not checked)")
