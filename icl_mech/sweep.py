@@ -181,7 +181,7 @@ def read_index(out: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise ConfigError(f"{path} does not exist: is {out} a sweep directory (icl-mech sweep --out)?")
     table = pd.read_csv(path)
-    table["error"] = table["error"].fillna("")
+    table["error"] = table["error"].astype("string").fillna("")  # an empty column reads as NaN
     return table
 
 
