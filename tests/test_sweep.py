@@ -132,3 +132,11 @@ def test_index_keeps_rows_of_points_from_an_earlier_grid(tmp_path):
     table = write_index(tmp_path, second)
     assert sorted(table.run) == ["seed0", "seed1"]
     assert sorted(read_index(tmp_path).run) == ["seed0", "seed1"]
+
+
+def test_an_ensemble_unit_trains_every_member_into_its_own_run_directory(tmp_path):
+    points = plan_sweep(tiny_base(), {"K": [64, 128], "seed": [0, 1]}, tmp_path)
+    (unit,) = group_units(points, ensemble=4)
+    train_unit([p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit], "cpu", 1)
+    assert [run_status(p) for p in points] == ["finished"] * 4
+    assert storage.read_json(points[3].run_dir / storage.CONFIG)["task"]["K"] == 128
