@@ -37,8 +37,8 @@ def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None
         )
         parser.add_argument("--out", help="directory for the CSV and PNG (default: the run directory)")
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_circuit_options(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +50,8 @@ def _add_circuit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heads", type=parse_heads,
-        help="induction heads as LAYER.HEAD[,...] (default: heads whose match score in the last "
-        "checkpoint is >= 0.5, else the best one)",
+        help="the circuit's heads as LAYER.HEAD[,...] (default: detected in the last checkpoint, "
+        "heads whose score is >= 0.5, else the best one)",
     )
 
 

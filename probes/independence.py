@@ -80,7 +80,7 @@ def independence_run(
 ) -> pd.DataFrame:
     """``independence_at`` at every step (circuits found in the last checkpoint)."""
     eval_sets = run.eval_sets(device)
-    sites = final_sites(run, CIRCUIT_PAIR, eval_sets, heads, device)
+    sites = final_sites(run, {"induction": heads, "mlp": None}, eval_sets, device)
     return over_checkpoints(
         run, lambda model: independence_at(model, eval_sets, sites, method), steps, device, progress, "independence"
     )

@@ -35,7 +35,7 @@ def kinetics_curves(
     """
     curves = []
     for name, changes in VARIANTS.items():
-        config = run.config.override(steps=steps, stop_icl_acc=None, frozen=(), **changes)
+        config = run.config.override(**{"steps": steps, "stop_icl_acc": None, "frozen": (), **changes})
         metrics = train(config, Path(out_dir) / name, device=device, resume=True, progress=progress).metrics
         curves.append(metrics.assign(variant=name))
     return pd.concat(curves, ignore_index=True)

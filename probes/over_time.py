@@ -36,15 +36,15 @@ def over_checkpoints(
 
 def final_sites(
     run: Run,
-    circuits: Sequence[str],
+    circuits: dict[str, Sequence[Head] | None],
     eval_sets: dict[str, Batch],
-    heads: Sequence[Head] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, list[Site]]:
-    """Each circuit's sites, found once in the run's last checkpoint (where the circuits have
-    formed) so that every step of a run ablates the same heads."""
+    """Each circuit's sites (``circuits`` maps its name to the heads named for it, or None to
+    detect them), found once in the run's last checkpoint, where the circuits have formed, so
+    that every step of a run ablates the same heads."""
     model = run.model(device=device)
-    return {name: circuit_sites(name, model, eval_sets["icl"], heads if name == "induction" else None) for name in circuits}
+    return {name: circuit_sites(name, model, eval_sets["icl"], heads) for name, heads in circuits.items()}
 
 
 def ablate_run(
@@ -58,7 +58,7 @@ def ablate_run(
 ) -> tuple[pd.DataFrame, list[Site]]:
     """ICL/IWL accuracy and loss, intact and with ``circuit`` ablated, at every step; and the sites."""
     eval_sets = run.eval_sets(device)
-    sites = final_sites(run, [circuit], eval_sets, heads, device)[circuit]
+    sites = final_sites(run, {circuit: heads}, eval_sets, device)[circuit]
 
     def probe(model: HookedTransformer) -> dict[str, float]:
         return ablation_effect(model, eval_sets, sites, method)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from icl_mech.trainer import evaluate
 from probes.attribution import logit_attribution
-from probes.over_time import probe_run
+from probes.head_scores import match_chance, match_score
+from probes.over_time import over_checkpoints
 from probes_fixtures import icl_run  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -19,8 +21,13 @@ def _first_step_past_halfway(table, column: str, start: float) -> int:
 
 
 def test_match_score_rises_from_chance_with_the_icl_jump(icl_run):
-    table = probe_run(icl_run, progress=False)
-    chance = table.match_chance.iloc[0]
+    eval_sets = icl_run.eval_sets()
+    chance = match_chance(eval_sets["icl"])
+
+    def probe(model):
+        return {"icl_acc": evaluate(model, eval_sets["icl"])[1], "match_L0H0": match_score(model, eval_sets["icl"]).item()}
+
+    table = over_checkpoints(icl_run, probe, progress=False)
     assert table.match_L0H0.iloc[0] < 1.5 * chance
     # Measured: 0.03 at init (chance 0.05) to 0.38 at ICL 0.88; the query also attends to itself
     # (same item), which caps the score well below 1 this early (docs/PROBES.md).
