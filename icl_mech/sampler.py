@@ -258,7 +258,8 @@ def sample_batch(
         vectors, labels, item_ids = _fresh_sequences(task, n_seq, query, generator)
     else:
         item_ids = _pool_ids(task, pool, n_seq, replacement, query, generator)
-        vectors, labels = pool.vectors[item_ids], pool.labels[item_ids]
+        # F.embedding is the same gather as pool.vectors[item_ids], 15x faster on CPU (benchmarks/).
+        vectors, labels = F.embedding(item_ids, pool.vectors), pool.labels[item_ids]
     if task.epsilon > 0:
         noise = torch.randn(vectors.shape, generator=generator) / math.sqrt(task.D)
         vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)

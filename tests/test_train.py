@@ -84,13 +84,13 @@ def run_metrics(run_dir):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_metrics_and_weights(tmp_path):
-    args = ["train", "--K", "256", "--steps", "500", "--set", "checkpoint_every=100", "--set", "eval_every=25", "--quiet"]
+    args = ["train", "--K", "256", "--steps", "800", "--set", "checkpoint_every=100", "--set", "eval_every=25", "--quiet"]
     reference = icl_mech_cli(*args, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
 
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "icl_mech", *args, "--out", str(killed_dir)])
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while not (killed_dir / "checkpoints" / "step_00000200.safetensors").exists():
         assert time.time() < deadline and process.poll() is None, "run ended before it could be killed"
         time.sleep(0.05)
@@ -103,8 +103,8 @@ def test_killed_run_resumes_to_identical_metrics_and_weights(tmp_path):
     assert run_metrics(killed_dir) == run_metrics(tmp_path / "reference")
     original, restarted = load_run(tmp_path / "reference"), load_run(killed_dir)
     assert original.steps == restarted.steps
-    for name, tensor in original.state_dict(500).items():
-        assert torch.equal(tensor, restarted.state_dict(500)[name]), name
+    for name, tensor in original.state_dict(800).items():
+        assert torch.equal(tensor, restarted.state_dict(800)[name]), name
 
 
 @pytest.mark.slow
@@ -112,9 +112,10 @@ def test_resuming_a_finished_run_trains_only_the_added_steps(tmp_path):
     config = cpu_config(K=64, steps=40, eval_every=20, checkpoint_every=20)
     train(config, tmp_path / "run", progress=False)
     again = train(config, tmp_path / "run", resume=True, progress=False)
-    assert again.status["last_step"] == 40 and len(again.metrics) == 3
+    assert again.status["last_step"] == 40
+    assert again.metrics.step.tolist() == [0, 1, 2, 4, 8, 16, 20, 40]  # eval and checkpoint steps
     longer = train(config.override(steps=80), tmp_path / "run", resume=True, progress=False)
-    assert longer.metrics.step.tolist() == [0, 20, 40, 60, 80]
+    assert longer.metrics.step.tolist() == [0, 1, 2, 4, 8, 16, 20, 40, 60, 80]
 
 
 def test_existing_run_is_never_overwritten_without_resume(tmp_path):
