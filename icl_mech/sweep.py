@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
+from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError
 from icl_mech.trainer import train
 
@@ -200,8 +201,6 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
         if len(parsed) == 1:
             train(parsed[0], dirs[0], device=device, resume=True, progress=False)
         else:
-            from icl_mech.ensemble import train_ensemble
-
             train_ensemble(parsed, dirs, device=device, resume=True, progress=False)
     except Exception:  # any failure is the run's result: recorded, the sweep goes on
         message = traceback.format_exc()
