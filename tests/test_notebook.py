@@ -21,5 +21,6 @@ def test_probing_notebook_runs_and_prints_the_verdict():
     text = "".join(output.get("text", "") for output in outputs)
     last = load_run(EXAMPLES.parent / "checkpoints" / "reference" / "icl").steps[-1]
     assert f"step {last}: " in text and "interaction" in text
+    assert "step 6000: entangled (ablating the MLP moves ICL" in text
     html = "".join(output.get("data", {}).get("text/html", "") for output in outputs)
     assert "CircuitsVis.render" in html and "unpkg.com" not in html
