@@ -1,0 +1,14 @@
+"""Probes of trained runs: pure functions of (model, data) built on TransformerLens hooks.
+
+- ``circuits``: circuit name -> hook sites (``CIRCUITS``), head detection by score.
+- ``ablation``: zero / mean / resample ablation through ``run_with_hooks``.
+- ``head_scores``: match (induction) and previous-token scores per head.
+- ``attribution``: direct logit attribution that sums to the logit.
+- ``independence`` and ``kinetics``: are the ICL and IWL sub-circuits independent?
+- ``over_time``: any probe mapped over a run's checkpoints.
+- ``viz`` and ``plots``: circuitsvis pages (offline) and PNG plots.
+- ``commands``: the ``icl-mech ablate | probe | independence | viz`` subcommands.
+
+``icl_mech`` never imports this package; the commands register through the
+``icl_mech.commands`` entry-point group. See docs/PROBES.md.
+"""
