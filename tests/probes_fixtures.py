@@ -51,6 +51,6 @@ def memorizing_run() -> Run:
 
 @pytest.fixture
 def both_run() -> Run:
-    """ICL and IWL both above 0.8 (examples/runs/transient: step 6000 of a run whose ICL fades
+    """ICL and IWL both above 0.8 (checkpoints/reference/transient: step 6000 of a run whose ICL fades
     under attention weight decay). Shipped, not trained here: it takes about 6 CPU-minutes."""
-    return load_run(Path(__file__).resolve().parents[1] / "examples" / "runs" / "transient")
+    return load_run(Path(__file__).resolve().parents[1] / "checkpoints" / "reference" / "transient")
