@@ -67,7 +67,7 @@ def _steps(run: Run, step: int | None, all_steps: bool = False) -> list[int]:
             f"step {step} was never checkpointed in {run.path}; saved steps are "
             f"{', '.join(map(str, run.steps))}"
         )
-    return [args.step]
+    return [step]
 
 
 def _table(frame: pd.DataFrame, **kwargs) -> str:

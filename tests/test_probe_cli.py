@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,3 +73,13 @@ def test_independence_prints_the_matrix_and_a_verdict(memorizing_run, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("no mlp") for line in out)
     assert out[-1].startswith(f"step {memorizing_run.steps[-1]}: ") and "interaction" in out[-1]
+
+
+def test_a_named_step_is_the_one_probed_and_viz_writes_it(tmp_path, capsys):
+    reference = str(Path(__file__).resolve().parents[1] / "checkpoints" / "reference" / "memorize")
+    assert main(["ablate", "--run", reference, "--circuit", "mlp", "--step", "500", "--json", "--quiet"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["rows"]
+    assert row["step"] == 500
+    out = tmp_path / "heads.html"
+    assert main(["viz", "--run", reference, "--step", "500", "--out", str(out)]) == 0
+    assert out.stat().st_size > 100_000
