@@ -16,6 +16,12 @@ from probes.ablation import EVAL_SETS, ablation_effect
 from probes.attribution import attribution_toward_target
 from probes.circuits import Head, Site, circuit_sites
 from probes.head_scores import match_chance, match_score, previous_token_score
+from probes.interleaved_scores import (
+    INTERLEAVED_SCORES,
+    induction_chance,
+    label_previous_token_chance,
+    label_tokens,
+)
 
 Probe = Callable[[HookedTransformer], dict[str, float]]
 
@@ -72,12 +78,17 @@ def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict
     row: dict[str, float] = {}
     for name in EVAL_SETS:
         row[f"{name}_acc"] = evaluate(model, eval_sets[name])[1]
-    n_heads = model.cfg.n_heads
-    for score_name, score in (("match", match_score), ("prev", previous_token_score)):
-        for index, value in enumerate(score(model, eval_sets["icl"]).flatten().tolist()):
+    n_heads, icl = model.cfg.n_heads, eval_sets["icl"]
+    scores = {"match": match_score, "prev": previous_token_score}
+    if label_tokens(icl).any():  # interleaved: the two-layer induction circuit's own scores
+        scores |= INTERLEAVED_SCORES
+        row["induction_chance"] = induction_chance(icl)
+        row["label_previous_token_chance"] = label_previous_token_chance(icl)
+    for score_name, score in scores.items():
+        for index, value in enumerate(score(model, icl).flatten().tolist()):
             layer, head = divmod(index, n_heads)
             row[f"{score_name}_L{layer}H{head}"] = value
-    row["match_chance"] = match_chance(eval_sets["icl"])
+    row["match_chance"] = match_chance(icl)
     for name in EVAL_SETS:
         for term, value in attribution_toward_target(model, eval_sets[name]).items():
             row[f"{name}_dla_{term}"] = value

@@ -116,3 +116,19 @@ def test_circuits_check_the_model(model, batch):
         circuit_sites("bogus", model, batch)
     with pytest.raises(RunError, match="attention-only"):
         circuit_sites("mlp", build_model(CONFIG.override(attn_only=True)), batch)
+
+
+def test_probe_summary_adds_the_induction_circuit_scores_on_interleaved_runs():
+    from icl_mech import build_model, preset
+    from icl_mech.sampler import make_eval_sets, training_pool
+    from probes.over_time import probe_summary
+
+    config = preset("cpu-interleaved").override(eval_size=64)
+    eval_sets = make_eval_sets(config.task, training_pool(config.task, 0), 0)
+    row = probe_summary(build_model(config), eval_sets)
+    for layer in (0, 1):
+        assert 0 <= row[f"induction_L{layer}H0"] <= 1 and 0 <= row[f"label_previous_token_L{layer}H0"] <= 1
+    assert 0 < row["induction_chance"] < 0.5 and 0 < row["label_previous_token_chance"] < 0.5
+    paired = preset("cpu").override(K=64, eval_size=64)
+    paired_row = probe_summary(build_model(paired), make_eval_sets(paired.task, training_pool(paired.task, 0), 0))
+    assert "induction_chance" not in paired_row and "match_L0H0" in paired_row
