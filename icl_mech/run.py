@@ -58,12 +58,14 @@ class Run:
 
     def state_dict(self, step: int, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """The model's state dict at ``step``, straight from its safetensors file."""
-        if step not in self.steps:
+        path = storage.checkpoint_path(self.path, step)
+        if not path.is_file():  # one stat per load; the directory is listed only for the error
+            steps = self.steps
             raise RunError(
                 f"step {step} was never checkpointed in {self.path}; "
-                f"saved steps are {self.steps[:5]}...{self.steps[-3:]}"
+                f"saved steps are {steps[:5]}...{steps[-3:]}"
             )
-        tensors, _ = storage.load_tensors(storage.checkpoint_path(self.path, step), device)
+        tensors, _ = storage.load_tensors(path, device)
         return tensors
 
     def _load_into(self, model: HookedTransformer, step: int) -> HookedTransformer:
