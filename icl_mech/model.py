@@ -86,9 +86,12 @@ def query_logits(
     Same parameters and same math as ``full_query_logits`` (tests pin logits and gradients to
     1e-5), rearranged so that a training step costs a few small matrix products:
 
-    - LayerNorm's standardisation ``(x - mean) / std`` has no parameters, so it is taken once
-      (fused) and its scale and shift are applied after mixing: for a one-block model it is a
-      constant of the data and autograd never goes through the (batch, pos, d) tensor.
+    - LayerNorm's standardisation ``(x_i - m_i) r_i`` (mean m_i, inverse std r_i) has no
+      parameters, so it is never materialised over the context: scores and mixing are taken on
+      the raw x_i and corrected with the per-position statistics, x_i . k -> r_i (x_i . k - m_i
+      sum(k)) and sum_i p_i LN(x_i) -> sum_i (p_i r_i) x_i - sum_i p_i r_i m_i. The statistics are
+      two cheap reductions; the (batch, pos, d) tensor is only read, never rewritten, and in a
+      one-block model autograd never goes through it.
     - The query's attention row is keys-times-query: scores_i = std(x_i) . (w_ln * W_K q). The
       terms that are the same at every position (LN shift . W_K q, and q . b_K) cancel in the
       softmax and are dropped.
@@ -106,11 +109,16 @@ def query_logits(
     block, eps = model.blocks[-1], model.cfg.eps
     attn, ln1 = block.attn, block.ln1
     resid = block.hook_resid_pre(resid)  # permanent hooks still apply (the interleaved embedding)
-    standard = F.layer_norm(resid, resid.shape[-1:], eps=eps)
-    q = torch.einsum("bd,hde->bhe", standard[:, -1] * ln1.w + ln1.b, attn.W_Q) + attn.b_Q
+    d_model = resid.shape[-1]
+    mean = resid.sum(-1) / d_model
+    inv_std = torch.rsqrt(torch.linalg.vector_norm(resid, dim=-1).square() / d_model - mean.square() + eps)
+    query = F.layer_norm(resid[:, -1], (d_model,), ln1.w, ln1.b, eps)
+    q = torch.einsum("bd,hde->bhe", query, attn.W_Q) + attn.b_Q
     key_dir = torch.einsum("hde,bhe->bhd", attn.W_K, q) * ln1.w
-    scores = key_dir @ standard.transpose(1, 2) / attn.attn_scale
-    mixed = (scores.softmax(dim=-1) @ standard) * ln1.w + ln1.b
+    raw_scores = key_dir @ resid.transpose(1, 2) - mean[:, None] * key_dir.sum(-1, keepdim=True)
+    weights = (raw_scores * inv_std[:, None] / attn.attn_scale).softmax(dim=-1) * inv_std[:, None]
+    standard_mix = weights @ resid - (weights * mean[:, None]).sum(-1, keepdim=True)
+    mixed = standard_mix * ln1.w + ln1.b
     z = torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V
     resid_q = resid[:, -1] + torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O
     if not model.cfg.attn_only:
