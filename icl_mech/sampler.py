@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -57,6 +58,12 @@ class ItemPool:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @cached_property
+    def context_tokens(self) -> Float[Tensor, "K d_token"]:
+        """Each item's paired context token (item, one-hot label), made once per pool so a batch's
+        tokens are one gather instead of a gather, a one-hot and a concatenation per step."""
+        return torch.cat([self.vectors, F.one_hot(self.labels, int(self.labels.max()) + 1).float()], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -258,8 +265,13 @@ def sample_batch(
         vectors, labels, item_ids = _fresh_sequences(task, n_seq, query, generator)
     else:
         item_ids = _pool_ids(task, pool, n_seq, replacement, query, generator)
+        labels = pool.labels.take(item_ids)
+        if task.format == "paired" and task.epsilon == 0:
+            tokens = F.embedding(item_ids, pool.context_tokens)
+            tokens[:, -1, task.D :] = 0.0  # the query's label is what is asked
+            return Batch(tokens, labels[:, -1], item_ids, labels)
         # F.embedding is the same gather as pool.vectors[item_ids], 15x faster on CPU (benchmarks/).
-        vectors, labels = F.embedding(item_ids, pool.vectors), pool.labels[item_ids]
+        vectors = F.embedding(item_ids, pool.vectors)
     if task.epsilon > 0:
         noise = torch.randn(vectors.shape, generator=generator) / math.sqrt(task.D)
         vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)

@@ -81,9 +81,11 @@ def make_optimizer(
         {"params": groups[True], "weight_decay": train.weight_decay_attn},
         {"params": groups[False], "weight_decay": train.weight_decay},
     ]
+    # foreach: one multi-tensor update instead of a Python loop over parameters (PyTorch picks
+    # it by default on CUDA only); same arithmetic, a tenth of a small CPU step.
     if train.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=train.lr)
-    return torch.optim.Adam(param_groups, lr=train.lr)
+        return torch.optim.SGD(param_groups, lr=train.lr, foreach=True)
+    return torch.optim.Adam(param_groups, lr=train.lr, foreach=True)
 
 
 def _save_checkpoint(
