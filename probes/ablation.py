@@ -2,18 +2,21 @@
 
 The replacement is applied with forward hooks on the model's own forward
 (``model.run_with_hooks(tokens, start_at_layer=0, fwd_hooks=...)``), so it reaches the logit
-through every downstream component exactly as the trained model computes it.
+through every downstream component exactly as the trained model computes it. Every forward here
+keeps only the query position after the last attention (``probes.query_only``): the query's logit
+is all an ablation is judged by.
 
 Methods (what a site's activation is replaced with):
 - ``zero``: zeros.
 - ``mean``: its mean over the evaluated set, per position (the average sequence's activation).
 - ``resample``: its value on another sequence of the set (a fixed derangement), so the
-  activation keeps its typical size but carries the wrong sequence's information.
+  activation keeps its typical size but carries the wrong sequence's information. Sequences do
+  not interact, so this is the set's own cached activations, reordered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -26,13 +29,11 @@ from icl_mech.errors import ConfigError
 from icl_mech.sampler import Batch
 from icl_mech.trainer import evaluate, logistic_loss_and_accuracy
 from probes.circuits import Site
+from probes.query_only import FwdHook, query_only_hooks
 
 METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
 EVAL_SETS = ("icl", "iwl")
-
-FwdHook = tuple[str, Callable]
-
 
 def resample_order(n_seq: int, seed: int = 0) -> torch.Tensor:
     """A seeded permutation with no fixed point: sequence i takes activations from sequence order[i]."""
@@ -65,11 +66,13 @@ def ablation_hooks(
     if method == "zero":
         replacements = {}
     else:
-        source = batch.tokens if method == "mean" else batch.tokens[resample_order(len(batch), seed)]
-        _, cache = model.run_with_cache(source, start_at_layer=0, names_filter=names)
-        replacements = {name: cache[name] for name in names}
+        with model.hooks(fwd_hooks=query_only_hooks(model)):
+            _, cache = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=names)
         if method == "mean":
-            replacements = {name: value.mean(dim=0, keepdim=True) for name, value in replacements.items()}
+            replacements = {name: cache[name].mean(dim=0, keepdim=True) for name in names}
+        else:
+            order = resample_order(len(batch), seed).to(batch.tokens.device)
+            replacements = {name: cache[name][order] for name in names}
     hooks = []
     for site in sites:
         replacement = replacements.get(site.hook_name)
@@ -86,7 +89,8 @@ def hooked_query_logits(
     model: HookedTransformer, batch: Batch, hooks: Sequence[FwdHook] = ()
 ) -> Float[Tensor, " batch"]:
     """The query logit of the model's full forward with ``hooks`` attached."""
-    return model.run_with_hooks(batch.tokens, start_at_layer=0, fwd_hooks=list(hooks))[:, -1, 0]
+    all_hooks = [*query_only_hooks(model), *hooks]
+    return model.run_with_hooks(batch.tokens, start_at_layer=0, fwd_hooks=all_hooks)[:, -1, 0]
 
 
 def ablated_query_logits(

@@ -17,15 +17,18 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from icl_mech.sampler import Batch
+from probes.query_only import query_only_hooks
 
 HeadScore = Callable[[HookedTransformer, Batch], Float[Tensor, "layer head"]]
 
 
 @torch.no_grad()
 def attention_patterns(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer batch head dest src"]:
-    """Every layer's attention pattern on ``batch`` (one forward, caching only the patterns)."""
+    """Every layer's attention pattern on ``batch`` (one forward, caching only the patterns, and
+    skipping the last MLP's context positions, which no pattern depends on)."""
     names = [get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=names)
+    with model.hooks(fwd_hooks=query_only_hooks(model)):
+        _, cache = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=names)
     return torch.stack([cache[name] for name in names])
 
 
