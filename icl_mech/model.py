@@ -98,8 +98,12 @@ def query_logits(
     - Values are applied after mixing: W_V (w_ln * sum_i p_i std(x_i) + b_ln), since sum_i p_i = 1.
     - The MLP, final LayerNorm and unembedding run on the query alone.
 
-    Earlier blocks run in full through the HookedTransformer's own modules, and the last block's
-    ``hook_resid_pre`` is called, so permanent hooks there still act. The function is pure
+    Earlier blocks run in full through the HookedTransformer's own modules, so all their hooks
+    fire as in the full forward. In the last block, ``hook_resid_pre`` (whole) and
+    ``attn.hook_pattern``, ``attn.hook_z`` and ``hook_mlp_out`` (at the query position only:
+    query_pos 1 / pos 1) are called, so hooks there act as in the full forward, e.g. ablations
+    attached with ``model.hooks(fwd_hooks=...)`` (probes.ablation) and permanent hooks (the
+    interleaved embedding). The function is pure
     in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
     ensemble (icl_mech.ensemble).
     """
@@ -116,14 +120,15 @@ def query_logits(
     q = torch.einsum("bd,hde->bhe", query, attn.W_Q) + attn.b_Q
     key_dir = torch.einsum("hde,bhe->bhd", attn.W_K, q) * ln1.w
     raw_scores = key_dir @ resid.transpose(1, 2) - mean[:, None] * key_dir.sum(-1, keepdim=True)
-    weights = (raw_scores * inv_std[:, None] / attn.attn_scale).softmax(dim=-1) * inv_std[:, None]
+    pattern = attn.hook_pattern((raw_scores * inv_std[:, None] / attn.attn_scale).softmax(dim=-1)[:, :, None])
+    weights = pattern[:, :, 0] * inv_std[:, None]
     standard_mix = weights @ resid - (weights * mean[:, None]).sum(-1, keepdim=True)
     mixed = standard_mix * ln1.w + ln1.b
-    z = torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V
+    z = attn.hook_z((torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V)[:, None])[:, 0]
     resid_q = resid[:, -1] + torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O
     if not model.cfg.attn_only:
         mlp, ln2 = block.mlp, block.ln2
         hidden = F.relu(F.layer_norm(resid_q, resid_q.shape[-1:], ln2.w, ln2.b, eps) @ mlp.W_in + mlp.b_in)
-        resid_q = resid_q + hidden @ mlp.W_out + mlp.b_out
+        resid_q = resid_q + block.hook_mlp_out((hidden @ mlp.W_out + mlp.b_out)[:, None])[:, 0]
     final = F.layer_norm(resid_q, resid_q.shape[-1:], model.ln_final.w, model.ln_final.b, eps)
     return (final @ model.unembed.W_U + model.unembed.b_U)[:, 0]

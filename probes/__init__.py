@@ -1,7 +1,8 @@
 """Probes of trained runs: pure functions of (model, data) built on TransformerLens hooks.
 
 - ``circuits``: circuit name -> hook sites (``CIRCUITS``), head detection by score.
-- ``ablation``: zero / mean / resample ablation through ``run_with_hooks``.
+- ``ablation``: zero / mean / resample ablation through hooks on the query path.
+- ``query_only``: forwards that compute only what the query's logit needs.
 - ``head_scores``: match (induction) and previous-token scores per head.
 - ``attribution``: direct logit attribution that sums to the logit.
 - ``independence`` and ``kinetics``: are the ICL and IWL sub-circuits independent?

@@ -1,10 +1,12 @@
 """Ablation: replace a circuit's activations and measure what the model can still do.
 
-The replacement is applied with forward hooks on the model's own forward
-(``model.run_with_hooks(tokens, start_at_layer=0, fwd_hooks=...)``), so it reaches the logit
-through every downstream component exactly as the trained model computes it. Every forward here
-keeps only the query position after the last attention (``probes.query_only``): the query's logit
-is all an ablation is judged by.
+The replacement is applied with forward hooks (``model.hooks(fwd_hooks=...)``) on the trainer's
+own query path (``icl_mech.model.query_logits``), which calls the model's hook points: every hook
+of the earlier blocks fires on the whole sequence, and the last block's ``attn.hook_z``,
+``attn.hook_pattern`` and ``hook_mlp_out`` fire at the query position, the only one its logit
+reads. So a replacement reaches the logit through every downstream component exactly as the
+trained model computes it (tests pin this to ``run_with_hooks`` on the full forward), and an
+ablated evaluation costs what an intact one does.
 
 Methods (what a site's activation is replaced with):
 - ``zero``: zeros.
@@ -26,10 +28,11 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from icl_mech.errors import ConfigError
+from icl_mech.model import query_logits
 from icl_mech.sampler import Batch
-from icl_mech.trainer import evaluate, logistic_loss_and_accuracy
+from icl_mech.trainer import logistic_loss_and_accuracy
 from probes.circuits import Site
-from probes.query_only import FwdHook, query_only_hooks
+from probes.query_only import FwdHook, query_activations
 
 METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
@@ -55,28 +58,21 @@ def _zero(activation: Tensor, hook: HookPoint, head: int | None) -> Tensor:
     return _patch(activation, hook, torch.zeros_like(activation), head)
 
 
-@torch.no_grad()
-def ablation_hooks(
-    model: HookedTransformer, batch: Batch, sites: Sequence[Site], method: str, seed: int = 0
+def _replacement_hooks(
+    cache: dict[str, Tensor], sites: Sequence[Site], method: str, n_seq: int, seed: int
 ) -> list[FwdHook]:
-    """Forward hooks that replace every site's activation on ``batch`` by ``method``."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown ablation method {method!r}; expected one of {METHODS}")
-    names = sorted({site.hook_name for site in sites})
-    if method == "zero":
+    """Hooks putting each site's ``method`` replacement, made from the set's ``cache``, in place."""
+    if method == "mean":
+        replacements = {name: value.mean(dim=0, keepdim=True) for name, value in cache.items()}
+    elif method == "resample":
+        order = resample_order(n_seq, seed)
+        replacements = {name: value[order.to(value.device)] for name, value in cache.items()}
+    else:  # zero: the hook's shape is only known at run time
         replacements = {}
-    else:
-        with model.hooks(fwd_hooks=query_only_hooks(model)):
-            _, cache = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=names)
-        if method == "mean":
-            replacements = {name: cache[name].mean(dim=0, keepdim=True) for name in names}
-        else:
-            order = resample_order(len(batch), seed).to(batch.tokens.device)
-            replacements = {name: cache[name][order] for name in names}
     hooks = []
     for site in sites:
         replacement = replacements.get(site.hook_name)
-        if replacement is None:  # zero: the hook's shape is only known at run time
+        if replacement is None:
             hook = partial(_zero, head=site.head)
         else:
             hook = partial(_patch, replacement=replacement, head=site.head)
@@ -84,13 +80,28 @@ def ablation_hooks(
     return hooks
 
 
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"unknown ablation method {method!r}; expected one of {METHODS}")
+
+
+def ablation_hooks(
+    model: HookedTransformer, batch: Batch, sites: Sequence[Site], method: str, seed: int = 0
+) -> list[FwdHook]:
+    """Forward hooks that replace every site's activation on ``batch`` by ``method``."""
+    _check_method(method)
+    names = [] if method == "zero" else sorted({site.hook_name for site in sites})
+    _, cache = query_activations(model, batch, names)
+    return _replacement_hooks(cache, sites, method, len(batch), seed)
+
+
 @torch.no_grad()
 def hooked_query_logits(
     model: HookedTransformer, batch: Batch, hooks: Sequence[FwdHook] = ()
 ) -> Float[Tensor, " batch"]:
-    """The query logit of the model's full forward with ``hooks`` attached."""
-    all_hooks = [*query_only_hooks(model), *hooks]
-    return model.run_with_hooks(batch.tokens, start_at_layer=0, fwd_hooks=all_hooks)[:, -1, 0]
+    """The query logit with ``hooks`` attached."""
+    with model.hooks(fwd_hooks=list(hooks)):
+        return query_logits(model, batch.tokens)
 
 
 def ablated_query_logits(
@@ -104,15 +115,20 @@ def ablated_query_logits(
 def ablation_effect(
     model: HookedTransformer, eval_sets: dict[str, Batch], sites: Sequence[Site], method: str
 ) -> dict[str, float]:
-    """ICL and IWL accuracy and loss, intact (the trainer's own ``evaluate``) and with ``sites``
-    ablated.
+    """ICL and IWL accuracy and loss, intact and with ``sites`` ablated: two query-path passes per
+    set (the intact one, which is the trainer's own evaluation, also records the replacements).
 
     Keys: ``icl_acc``, ``icl_acc_ablated``, ``icl_loss``, ``icl_loss_ablated`` and the same for iwl.
     """
+    _check_method(method)
+    names = [] if method == "zero" else sorted({site.hook_name for site in sites})
     row = {}
     for name in EVAL_SETS:
         batch = eval_sets[name]
-        row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, batch)
-        loss, accuracy = logistic_loss_and_accuracy(ablated_query_logits(model, batch, sites, method), batch.targets)
-        row[f"{name}_loss_ablated"], row[f"{name}_acc_ablated"] = loss.item(), accuracy.item()
+        intact, cache = query_activations(model, batch, names)
+        hooks = _replacement_hooks(cache, sites, method, len(batch), 0)
+        outcomes = {"": intact, "_ablated": hooked_query_logits(model, batch, hooks)}
+        for suffix, logits in outcomes.items():
+            loss, accuracy = logistic_loss_and_accuracy(logits, batch.targets)
+            row[f"{name}_loss{suffix}"], row[f"{name}_acc{suffix}"] = loss.item(), accuracy.item()
     return row

@@ -17,7 +17,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from icl_mech.sampler import Batch
-from probes.query_only import query_only_hooks
+from probes.query_only import query_activations, query_only_hooks
 
 HeadScore = Callable[[HookedTransformer, Batch], Float[Tensor, "layer head"]]
 
@@ -39,6 +39,15 @@ def query_matches(batch: Batch) -> Float[Tensor, "batch pos"]:
     return matches
 
 
+@torch.no_grad()
+def query_attention(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer batch head src"]:
+    """Every layer's attention row from the query, from one query-path pass (as cheap as an
+    evaluation: the last layer's other rows are never computed)."""
+    names = [get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
+    _, cache = query_activations(model, batch, names)
+    return torch.stack([cache[name][..., -1, :] for name in names])
+
+
 def match_score(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer head"]:
     """Attention mass from the query to the context tokens holding the query's item.
 
@@ -46,7 +55,7 @@ def match_score(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer 
     copies its label, so this is near 1 for the ICL head and near ``match_chance`` for a head
     that attends uniformly. It is the detection basis of the "induction" circuit.
     """
-    query_rows = attention_patterns(model, batch)[..., -1, :]  # layer batch head src
+    query_rows = query_attention(model, batch)
     mass = torch.einsum("lbhs,bs->lbh", query_rows, query_matches(batch).to(query_rows.dtype))
     return mass.mean(dim=1)
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from icl_mech.sampler import Batch
-from probes.head_scores import attention_patterns, query_matches
+from probes.head_scores import attention_patterns, query_attention, query_matches
 
 
 def label_tokens(batch: Batch) -> Bool[Tensor, "batch pos"]:
@@ -43,7 +43,7 @@ def induction_score(model: HookedTransformer, batch: Batch) -> Float[Tensor, "la
     Near 1 for an induction head; near ``induction_chance`` for uniform attention. On a paired
     batch it is the match score (the label sits in the matching token itself).
     """
-    query_rows = attention_patterns(model, batch)[..., -1, :]  # layer batch head src
+    query_rows = query_attention(model, batch)
     positions = query_label_positions(batch).to(query_rows.dtype)
     return torch.einsum("lbhs,bs->lbh", query_rows, positions).mean(dim=1)
 

@@ -68,3 +68,31 @@ def test_fast_path_is_the_full_forwards_math_for_any_weights(shape):
 def test_fast_path_matches_the_full_forward_in_float32_at_init(shape):
     """What training runs: float32, initial weights; only rounding differs."""
     _assert_same_logits_and_gradients(*_model_and_tokens(shape, torch.float32, perturb=False), 1e-5)
+
+
+def _scale_head_zero(activation, hook):
+    activation[..., 0, :] *= 0.5
+    return activation
+
+
+def _zero(activation, hook):
+    return torch.zeros_like(activation)
+
+
+@pytest.mark.parametrize("shape", [SHAPES["one_layer"], SHAPES["two_layers_multi_head"]], ids=["one_layer", "two_layers"])
+def test_hooks_on_the_fast_path_act_as_on_the_full_forward(shape):
+    """The last block's hook_z and hook_mlp_out fire on the query path (at the query), so an
+    intervention there changes the query logit exactly as ``run_with_hooks`` does."""
+    model, tokens, _ = _model_and_tokens(shape, torch.float64, perturb=True)
+    last = model.cfg.n_layers - 1
+    interventions = {
+        "head": [(f"blocks.{last}.attn.hook_z", _scale_head_zero)],
+        "mlp": [(f"blocks.{last}.hook_mlp_out", _zero)],
+        "earlier head": [("blocks.0.attn.hook_z", _scale_head_zero)],
+    }
+    for name, hooks in interventions.items():
+        with model.hooks(fwd_hooks=hooks):
+            fast = query_logits(model, tokens)
+        full = model.run_with_hooks(tokens, start_at_layer=0, fwd_hooks=hooks)[:, -1, 0]
+        assert torch.allclose(fast, full, rtol=1e-9, atol=1e-9), name
+        assert not torch.allclose(full, query_logits(model, tokens)), f"{name}: the hook must matter"

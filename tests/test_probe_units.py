@@ -11,6 +11,7 @@ from icl_mech.model import build_model
 from icl_mech.presets import preset
 from icl_mech.sampler import make_pool, sample_batch
 from probes.ablation import ablated_query_logits, ablation_hooks, resample_order
+from probes.query_only import query_activations
 from probes.attribution import logit_attribution
 from probes.circuits import Site, circuit_sites, detect_heads, parse_heads
 from probes.head_scores import match_chance, match_score, previous_token_score, query_matches
@@ -31,8 +32,8 @@ def batch():
 
 
 def _force_pattern(pattern: torch.Tensor, layer: int, head: int):
-    def hook(activation, hook):
-        activation[:, head] = pattern.to(activation.dtype)
+    def hook(activation, hook):  # the query path's last layer holds the query's row only
+        activation[:, head] = pattern[:, -activation.shape[-2] :].to(activation.dtype)
         return activation
 
     return (get_act_name("pattern", layer), hook)
@@ -75,11 +76,11 @@ def test_logit_attribution_terms_sum_to_the_logit_in_a_two_layer_model(model, ba
 
 @pytest.mark.parametrize("method", ["zero", "mean", "resample"])
 def test_ablating_one_head_leaves_the_other_heads_activations_unchanged(model, batch, method):
-    name = get_act_name("z", 1)
-    _, clean = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=[name])
+    name = get_act_name("z", 1)  # the last layer: the query path holds its query position
+    _, clean = query_activations(model, batch, [name])
     hooks = ablation_hooks(model, batch, [Site(name, 2)], method)
     with model.hooks(fwd_hooks=hooks):
-        _, patched = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=[name])
+        _, patched = query_activations(model, batch, [name])
     keep = [0, 1, 3, 4]
     torch.testing.assert_close(patched[name][:, :, keep], clean[name][:, :, keep])
     assert not torch.allclose(patched[name][:, :, 2], clean[name][:, :, 2])
