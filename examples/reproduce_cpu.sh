@@ -64,4 +64,7 @@ for run in transition_n20/K4096-seed0 transition_n20/K256-seed0; do
     done
 done
 icl-mech independence --run "$SWEEPS/transience/weight_decay_attn0.1-seed0" --step 6000
+# ... and their kinetics near K*: the run retrained without the MLP, with the MLP frozen, with
+# attention frozen (same seed and data), and when each ability arrives in each.
+icl-mech independence --run "$SWEEPS/transition_n20/K2048-seed0" --kinetics --out "$OUT" --quiet
 echo "total: $((SECONDS - START)) s"
