@@ -22,7 +22,7 @@ from icl_mech.ensemble import train_ensemble
 from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.presets import preset
 from icl_mech.run import load_run
-from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
+from icl_mech.sampler import TRAINING_MODES, Batch, sample_batch, stream_generator, training_pool
 from icl_mech.trainer import evaluate, logistic_loss_and_accuracy, make_optimizer, train
 from probes.head_scores import match_score
 from probes.over_time import ablate_run, over_checkpoints
@@ -70,21 +70,45 @@ def _per_step(steps: Iterator[None], n_steps: int) -> Callable[[], None]:
     return run_once
 
 
-def library_steps(config: RunConfig, logits_fn=query_logits) -> Iterator[None]:
+class LibraryStep:
     """The library's training step (icl_mech.trainer.train_members, without its evaluation and
-    checkpoints): sample a batch, query logits, logistic loss, backward, optimizer step."""
-    pool = training_pool(config.task, config.train.seed)
-    model = build_model(config)
-    optimizer = make_optimizer(model.named_parameters(), config.train)
-    data_rng = stream_generator(config.train.seed, "train")
-    while True:
-        batch = sample_batch(
-            config.task, pool, config.train.batch_size, data_rng, **TRAINING_MODES[config.task.burstiness]
+    checkpoints), split into its phases so the profile can time each: sample a batch, query
+    logits and logistic loss, backward, optimizer step."""
+
+    def __init__(self, config: RunConfig, logits_fn=query_logits) -> None:
+        self.config = config
+        self.logits_fn = logits_fn
+        self.pool = training_pool(config.task, config.train.seed)
+        self.model = build_model(config)
+        self.optimizer = make_optimizer(self.model.named_parameters(), config.train)
+        self.data_rng = stream_generator(config.train.seed, "train")
+
+    def sample(self) -> Batch:
+        task = self.config.task
+        return sample_batch(
+            task, self.pool, self.config.train.batch_size, self.data_rng, **TRAINING_MODES[task.burstiness]
         )
-        loss, _ = logistic_loss_and_accuracy(logits_fn(model, batch.tokens), batch.targets)
-        optimizer.zero_grad(set_to_none=True)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return logistic_loss_and_accuracy(self.logits_fn(self.model, batch.tokens), batch.targets)[0]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+
+    def update(self) -> None:
+        self.optimizer.step()
+
+    def __call__(self) -> None:
+        self.backward(self.loss(self.sample()))
+        self.update()
+
+
+def library_steps(config: RunConfig, logits_fn=query_logits) -> Iterator[None]:
+    """The library's training step, one per ``next``."""
+    step = LibraryStep(config, logits_fn)
+    while True:
+        step()
         yield
 
 

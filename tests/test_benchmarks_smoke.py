@@ -21,3 +21,17 @@ def test_benchmark_prints_a_row_per_comparison_with_ratio_and_target():
     assert [row.split()[0] for row in rows] == ["training", "training", "ensemble", "probes"]
     assert all(row.rstrip().endswith("x") and "authors' loop" in rows[0] for row in rows)
     assert "MISSED" not in result.stdout
+
+
+@pytest.mark.slow
+def test_profile_prints_flops_phases_and_operators():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile_step", "--steps", "2", "--N", "10", "--rows", "5"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert float(out.split("one step: ")[1].split(" MFLOP")[0]) > 0
+    phases = [line.split()[0] for line in out.splitlines() if line.rstrip().endswith("%") and "GFLOP" not in line]
+    assert phases == ["sample", "forward", "backward", "optimizer"]
+    assert "of the matmul rate" in out and "aten::" in out
