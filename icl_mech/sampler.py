@@ -55,6 +55,8 @@ class ItemPool:
 
     vectors: Float[Tensor, "K D"]
     labels: Int[Tensor, " K"]
+    #: L, the number of labels (the one-hot width), even if a small pool does not use them all.
+    n_labels: int
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,7 +65,7 @@ class ItemPool:
     def context_tokens(self) -> Float[Tensor, "K d_token"]:
         """Each item's paired context token (item, one-hot label), made once per pool so a batch's
         tokens are one gather instead of a gather, a one-hot and a concatenation per step."""
-        return torch.cat([self.vectors, F.one_hot(self.labels, int(self.labels.max()) + 1).float()], dim=-1)
+        return torch.cat([self.vectors, F.one_hot(self.labels, self.n_labels).float()], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def make_pool(n_items: int, task: TaskConfig, generator: torch.Generator) -> Ite
     vectors = torch.randn(n_items, task.D, generator=generator) / math.sqrt(task.D)
     balanced = torch.arange(n_items) % task.L
     labels = balanced[torch.randperm(n_items, generator=generator)]
-    return ItemPool(vectors, labels)
+    return ItemPool(vectors, labels, task.L)
 
 
 def _draw_distinct(

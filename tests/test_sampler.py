@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from icl_mech import TaskConfig
-from icl_mech.sampler import TRAINING_MODES, make_eval_sets, sample_batch, stream_generator, training_pool
+from icl_mech.sampler import TRAINING_MODES, ItemPool, make_eval_sets, sample_batch, stream_generator, training_pool
 
 TASK = TaskConfig(K=256, N=20, eval_size=500)
 
@@ -61,6 +61,14 @@ def test_tokens_hold_item_and_one_hot_label_and_the_query_label_part_is_zero(poo
     assert (labels_part[:, :-1].sum(-1) == 1).all() and (labels_part[:, -1] == 0).all()
     assert torch.equal(batch.tokens[..., : TASK.D], pool.vectors[batch.item_ids])
     assert torch.equal(batch.targets, pool.labels[batch.item_ids[:, -1]])
+
+
+def test_tokens_keep_one_slot_per_label_when_the_pool_uses_only_one():
+    task = TaskConfig(K=8, N=6, eval_size=8)
+    one_label_pool = ItemPool(torch.randn(8, task.D), torch.zeros(8, dtype=torch.long), task.L)
+    batch = sample_batch(task, one_label_pool, 16, stream_generator(0, "train"), **TRAINING_MODES["bursty"])
+    assert batch.tokens.shape[-1] == task.D + task.L
+    assert (batch.tokens[:, :-1, task.D] == 1).all() and (batch.tokens[..., task.D + 1] == 0).all()
 
 
 def test_same_seed_gives_the_same_batch_and_another_seed_does_not(pool):
