@@ -191,7 +191,10 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
 
     One unit is one run, or, with ensembles, several runs of the same shape trained together by
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
+    Trains on ``threads`` torch threads, and gives the caller's thread count back afterwards (a
+    unit run in the calling process must not change how everything after it computes).
     """
+    callers_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     dirs = [Path(d) for d in run_dirs]
     for run_dir in dirs:
@@ -207,6 +210,8 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
         for run_dir in dirs:
             run_dir.mkdir(parents=True, exist_ok=True)
             storage.atomic_write(run_dir / ERROR, message.encode())
+    finally:
+        torch.set_num_threads(callers_threads)
     return [str(d) for d in dirs]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from icl_mech import ConfigError, preset, storage
 from icl_mech.trainer import train
@@ -81,6 +82,17 @@ def test_a_failing_run_is_recorded_failed_and_retried_later(tmp_path):
     (point.run_dir / "notes.txt").unlink()
     train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", 1)
     assert run_status(point) == "finished" and not (point.run_dir / ERROR).exists()
+
+
+def test_a_unit_run_in_process_gives_back_the_callers_thread_count(tmp_path):
+    (point,) = plan_sweep(tiny_base(), {"K": [64]}, tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", 1)
+        assert run_status(point) == "finished" and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow
