@@ -67,6 +67,9 @@ icl-mech independence --run "$SWEEPS/transience/weight_decay_attn0.1-seed0" --st
 # ... and their kinetics near K*: the run retrained without the MLP, with the MLP frozen, with
 # attention frozen (same seed and data), and when each ability arrives in each.
 icl-mech independence --run "$SWEEPS/transition_n20/K2048-seed0" --kinetics --out "$OUT" --quiet
+# ... and the cross-ablation at every checkpoint of the run that has both (CSV + PNG).
+icl-mech independence --run "$SWEEPS/transience/weight_decay_attn0.1-seed0" --all-steps \
+    --out "$FIGURES/independence" --quiet
 # Claim 7: the interleaved runs' induction circuit (scores per head; each head ablated).
 for run in interleaved/K4096-seed0 interleaved/K256-seed0; do
     icl-mech probe --run "$SWEEPS/$run" --quiet
