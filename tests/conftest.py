@@ -18,10 +18,10 @@ def cpu_config(**overrides):
 
 @pytest.fixture(scope="session")
 def icl_run(tmp_path_factory) -> Run:
-    """A cpu-preset run at large K that acquires ICL (stops once ICL accuracy passes 0.85: seed 0
-    gets there at about step 2000 however its float sums are ordered, while 0.9 came after step
-    3000 on one thread and before it on two)."""
-    config = cpu_config(K=4096, steps=3000, stop_icl_acc=0.85, eval_every=50, checkpoint_every=250)
+    """A cpu-preset run at large K that acquires ICL (stops once ICL accuracy passes 0.9). Seed 0
+    gets there at step 1750 on two threads and 3300 on one (float sums ordered otherwise), so the
+    budget is the preset's 6000 steps: the test waits for the run, not for a lucky rounding."""
+    config = cpu_config(K=4096, steps=6000, stop_icl_acc=0.9, eval_every=50, checkpoint_every=250)
     return train(config, tmp_path_factory.mktemp("runs") / "icl", progress=False)
 
 

@@ -37,14 +37,14 @@ def test_small_K_run_memorizes_without_learning_in_context(memorizing_run):
 def test_large_K_run_acquires_in_context_learning(icl_run):
     metrics = icl_run.metrics
     assert metrics.icl_acc.iloc[0] <= 0.6
-    assert metrics.icl_acc.iloc[-1] >= 0.85
+    assert metrics.icl_acc.iloc[-1] >= 0.9
     assert icl_run.status["stopped_early"]
 
 
 @pytest.mark.slow
 def test_run_directory_loads_with_config_steps_and_metrics(icl_run):
     run = load_run(icl_run.path)
-    assert run.config == cpu_config(K=4096, steps=3000, stop_icl_acc=0.85, eval_every=50, checkpoint_every=250)
+    assert run.config == cpu_config(K=4096, steps=6000, stop_icl_acc=0.9, eval_every=50, checkpoint_every=250)
     assert run.steps[:5] == [0, 1, 2, 4, 8] and run.steps == sorted(run.steps)
     assert run.steps[-1] == run.metrics.step.iloc[-1] == run.status["last_step"]
     assert list(run.metrics.columns) == [
