@@ -101,31 +101,39 @@ def _per_member(value: object) -> bool:
     return torch.is_tensor(value) and value.dim() > 0
 
 
+class StackedMembers:
+    """E models of one shape as one: their parameters stacked (each model's parameters become
+    views into them, so the models stay live HookedTransformers) and the loss of one batch per
+    member, computed in one ``vmap`` over ``functional_call`` of ``query_logits``."""
+
+    def __init__(self, models: Sequence[HookedTransformer]):
+        self.params, _ = stack_module_state(list(models))
+        with torch.no_grad():
+            for name, stacked in self.params.items():
+                for index, model in enumerate(models):
+                    model.get_parameter(name).data = stacked.data[index]
+        module = _QueryLogits(models[0])
+        self._named = {f"model.{name}": stacked for name, stacked in self.params.items()}
+        self._logits = vmap(lambda weights, tokens: functional_call(module, weights, (tokens,)))
+        self._losses = vmap(logistic_loss_and_accuracy)
+
+    def loss(self, batches: Sequence[Batch]) -> Tensor:
+        """The sum of the members' mean losses, so each member's gradient is that of its own."""
+        tokens = torch.stack([batch.tokens for batch in batches])
+        targets = torch.stack([batch.targets for batch in batches])
+        losses, _ = self._losses(self._logits(self._named, tokens), targets)
+        return losses.sum()
+
+
 def _train_in_lockstep(opened: list[tuple[Member, dict | None]], progress: bool) -> None:
     """Train members that stand at the same step as one stacked model."""
     members = [member for member, _ in opened]
-    models = [member.model for member in members]
-    params, _ = stack_module_state(models)
-    with torch.no_grad():
-        for name, stacked in params.items():
-            for index, model in enumerate(models):
-                model.get_parameter(name).data = stacked.data[index]
-    optimizer = make_optimizer(params.items(), members[0].config.train)
+    stacked = StackedMembers([member.model for member in members])
+    optimizer = make_optimizer(stacked.params.items(), members[0].config.train)
     if members[0].start > 0:  # at step 0 no member has optimizer state yet
         optimizer.load_state_dict(_stack_optimizer_states([state for _, state in opened]))
-    module = _QueryLogits(models[0])
-    named = {f"model.{name}": stacked for name, stacked in params.items()}
-    batched_logits = vmap(lambda weights, tokens: functional_call(module, weights, (tokens,)))
-    batched_loss = vmap(logistic_loss_and_accuracy)
-
-    def loss_of(batches: list[Batch]) -> Tensor:
-        tokens = torch.stack([batch.tokens for batch in batches])
-        targets = torch.stack([batch.targets for batch in batches])
-        losses, _ = batched_loss(batched_logits(named, tokens), targets)
-        return losses.sum()  # each member's gradient is that of its own mean loss
-
     train_members(
-        members, optimizer, loss_of, lambda index: _member_optimizer_state(optimizer, index), progress=progress
+        members, optimizer, stacked.loss, lambda index: _member_optimizer_state(optimizer, index), progress=progress
     )
 
 
