@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.authors_baseline import authors_steps
 from icl_mech.config import RunConfig
-from icl_mech.ensemble import train_ensemble
+from icl_mech.ensemble import StackedMembers, train_ensemble
 from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.presets import preset
 from icl_mech.run import load_run
@@ -50,17 +50,22 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 
 
-def median_seconds(run_once: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
-    """Median time of ``run_once`` over ``repeats`` calls (after one warm-up call, for
-    measurements short enough that first-call costs would show)."""
-    if warm_up:
-        run_once()
-    times = []
+def median_seconds(runs: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True) -> dict[str, float]:
+    """Median time of each of ``runs`` over ``repeats`` rounds in which every run takes one turn.
+
+    Taking turns shares the machine's drift between the sides of a ratio: on this VM the same work
+    runs 30% slower or faster from one minute to the next, which timing one side's repeats after
+    the other's would put into the ratio. ``warm_up`` calls a run once untimed before each of its
+    turns, for measurements short enough that the previous turn's cold caches would show."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        began = clock()
-        run_once()
-        times.append(clock() - began)
-    return statistics.median(times)
+        for name, run_once in runs.items():
+            if warm_up:
+                run_once()
+            began = clock()
+            run_once()
+            times[name].append(clock() - began)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _per_step(steps: Iterator[None], n_steps: int) -> Callable[[], None]:
@@ -104,6 +109,23 @@ class LibraryStep:
         self.update()
 
 
+class EnsembleStep(LibraryStep):
+    """``train_ensemble``'s step for seeds 0..E-1 of ``config``: one batch per member from its own
+    data stream, the members' summed loss through ``StackedMembers``, one optimizer over the stack."""
+
+    def __init__(self, config: RunConfig, n_members: int) -> None:
+        self.config = config
+        self.members = [LibraryStep(config.override(seed=seed)) for seed in range(n_members)]
+        self.stacked = StackedMembers([member.model for member in self.members])
+        self.optimizer = make_optimizer(self.stacked.params.items(), config.train)
+
+    def sample(self) -> list[Batch]:
+        return [member.sample() for member in self.members]
+
+    def loss(self, batches: list[Batch]) -> torch.Tensor:
+        return self.stacked.loss(batches)
+
+
 def library_steps(config: RunConfig, logits_fn=query_logits) -> Iterator[None]:
     """The library's training step, one per ``next``."""
     step = LibraryStep(config, logits_fn)
@@ -115,12 +137,12 @@ def library_steps(config: RunConfig, logits_fn=query_logits) -> Iterator[None]:
 def training_step(n_steps: int, repeats: int, N: int = 100) -> list[Comparison]:
     """Ours vs the authors' loop, and ours vs the HookedTransformer's full forward; per step."""
     config = preset("paper").override(N=N, eval_size=1)  # no evaluation here: skip making the sets
-    authors = authors_steps(n_steps * (repeats + 1) * 4, N=N)
-    ours = library_steps(config)
-    full = library_steps(config, full_query_logits)
-    ours_s = median_seconds(_per_step(ours, n_steps), repeats) / n_steps
-    authors_s = median_seconds(_per_step(authors, n_steps), repeats) / n_steps
-    full_s = median_seconds(_per_step(full, n_steps), repeats) / n_steps
+    runs = {
+        "authors": _per_step(authors_steps(n_steps * repeats * 2, N=N), n_steps),
+        "ours": _per_step(library_steps(config), n_steps),
+        "full": _per_step(library_steps(config, full_query_logits), n_steps),
+    }
+    authors_s, ours_s, full_s = (seconds / n_steps for seconds in median_seconds(runs, repeats).values())
     return [
         Comparison(f"training step, paper preset (N={N}, batch 128)", "authors' loop", authors_s,
                    "icl_mech", ours_s, "ms", 10.0),
@@ -145,10 +167,10 @@ def ensemble(n_members: int, n_steps: int, repeats: int, **overrides) -> Compari
         with tempfile.TemporaryDirectory() as folder:
             train_ensemble(configs, [Path(folder) / f"run{i}" for i in range(n_members)], progress=False)
 
+    seconds = median_seconds({"sequential": sequential, "together": together}, repeats, warm_up=False)
     return Comparison(
         f"ensemble E={n_members}, cpu preset's first {n_steps} steps", f"{n_members} sequential runs",
-        median_seconds(sequential, repeats, warm_up=False), "train_ensemble",
-        median_seconds(together, repeats, warm_up=False), "s", 4.0,
+        seconds["sequential"], "train_ensemble", seconds["together"], "s", 4.0,
     )
 
 
@@ -170,8 +192,8 @@ def probes(n_checkpoints: int, repeats: int, **overrides) -> Comparison:
             ablate_run(run, "induction", "mean", progress=False)
             over_checkpoints(run, lambda model: {"match": match_score(model, icl_set).max().item()}, progress=False)
 
+        seconds = median_seconds({"evaluation": evaluation_passes, "probes": probe_passes}, repeats, warm_up=False)
         return Comparison(
             f"probes over {len(run.steps)} checkpoints: ablation + attention scores",
-            "10 x one evaluation pass", 10 * median_seconds(evaluation_passes, repeats, warm_up=False),
-            "probes", median_seconds(probe_passes, repeats, warm_up=False), "s", 1.0,
+            "10 x one evaluation pass", 10 * seconds["evaluation"], "probes", seconds["probes"], "s", 1.0,
         )
