@@ -2,8 +2,9 @@
 
 The kinds differ only by arguments: which item pool the context is drawn from, whether it is
 drawn with replacement, and where the query comes from. Whole batches are made with tensor ops
-from a seeded CPU ``torch.Generator`` (so a seed gives the same data on every device); there is
-no per-sequence Python loop.
+from a seeded ``torch.Generator``, on that generator's device: a CUDA generator with a pool
+resident on the GPU samples there, with no host-device copy per step, and a CPU generator gives
+the same stream as it always has. There is no per-sequence Python loop.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ def stream_seed(seed: int, stream: str) -> int:
     return int(np.random.SeedSequence([seed, _STREAMS.index(stream)]).generate_state(1)[0])
 
 
-def stream_generator(seed: int, stream: str) -> torch.Generator:
-    """A CPU generator for one random stream of a run."""
-    return torch.Generator().manual_seed(stream_seed(seed, stream))
+def stream_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator for one random stream of a run, on ``device``. CPU and CUDA generators are
+    different algorithms, so a seed's CUDA stream is its own (reproducible, not the CPU one)."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class ItemPool:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to(self, device: torch.device | str) -> ItemPool:
+        return ItemPool(self.vectors.to(device), self.labels.to(device), self.n_labels)
 
     @cached_property
     def context_tokens(self) -> Float[Tensor, "K d_token"]:
@@ -98,9 +103,10 @@ class Batch:
 
 def make_pool(n_items: int, task: TaskConfig, generator: torch.Generator) -> ItemPool:
     """``n_items`` items from N(0, I/D) with exactly ``n_items / L`` items carrying each label."""
-    vectors = torch.randn(n_items, task.D, generator=generator) / math.sqrt(task.D)
-    balanced = torch.arange(n_items) % task.L
-    labels = balanced[torch.randperm(n_items, generator=generator)]
+    device = generator.device
+    vectors = torch.randn(n_items, task.D, generator=generator, device=device) / math.sqrt(task.D)
+    balanced = torch.arange(n_items, device=device) % task.L
+    labels = balanced[torch.randperm(n_items, generator=generator, device=device)]
     return ItemPool(vectors, labels, task.L)
 
 
@@ -108,7 +114,7 @@ def _draw_distinct(
     n_seq: int, n_choices: int, n_draws: int, generator: torch.Generator
 ) -> Int[Tensor, "n_seq n_draws"]:
     """For each sequence, ``n_draws`` distinct indices below ``n_choices``, in random order."""
-    return torch.rand(n_seq, n_choices, generator=generator).topk(n_draws, dim=1).indices
+    return torch.rand(n_seq, n_choices, generator=generator, device=generator.device).topk(n_draws, dim=1).indices
 
 
 def _draw(
@@ -125,7 +131,7 @@ def _draw(
         rows = weights.expand(n_seq, n_choices)
         return torch.multinomial(rows, n_draws, replacement=replacement, generator=generator)
     if replacement:
-        return torch.randint(n_choices, (n_seq, n_draws), generator=generator)
+        return torch.randint(n_choices, (n_seq, n_draws), generator=generator, device=generator.device)
     return _draw_distinct(n_seq, n_choices, n_draws, generator)
 
 
@@ -145,9 +151,9 @@ def _context_ids(
     per_label = n_ctx // task.L
     label_weights = None if weights is None else weights[by_label].repeat(n_seq, 1)
     draws = _draw(n_seq * task.L, by_label.shape[1], per_label, replacement, generator, label_weights)
-    label_rows = torch.arange(task.L).repeat(n_seq)[:, None]
+    label_rows = torch.arange(task.L, device=generator.device).repeat(n_seq)[:, None]
     ids = by_label[label_rows, draws].reshape(n_seq, n_ctx)
-    shuffle = torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)
+    shuffle = torch.rand(n_seq, n_ctx, generator=generator, device=generator.device).argsort(dim=1)
     return ids.gather(1, shuffle)
 
 
@@ -163,7 +169,8 @@ def _query_ids(
     n_seq, n_ctx = ids.shape
     drawn = _draw(n_seq, n_items, 1, True, generator, weights)[:, 0]
     if query == "in_context":
-        from_context = ids.gather(1, torch.randint(n_ctx, (n_seq, 1), generator=generator))[:, 0]
+        pick = torch.randint(n_ctx, (n_seq, 1), generator=generator, device=generator.device)
+        from_context = ids.gather(1, pick)[:, 0]
         return torch.where((ids == drawn[:, None]).any(dim=1), drawn, from_context)
     if query == "absent":
         clash = (ids == drawn[:, None]).any(dim=1)
@@ -177,25 +184,26 @@ def _fresh_sequences(
     task: TaskConfig, n_seq: int, query: QueryMode, generator: torch.Generator
 ) -> tuple[Float[Tensor, "n_seq pos D"], Int[Tensor, "n_seq pos"], Int[Tensor, "n_seq pos"]]:
     """K = infinity: every sequence gets its own new items (all distinct) and random labels."""
-    n_ctx = task.N - 1
-    vectors = torch.randn(n_seq, task.N, task.D, generator=generator) / math.sqrt(task.D)
-    labels = torch.randint(task.L, (n_seq, task.N), generator=generator)
+    n_ctx, device = task.N - 1, generator.device
+    vectors = torch.randn(n_seq, task.N, task.D, generator=generator, device=device) / math.sqrt(task.D)
+    labels = torch.randint(task.L, (n_seq, task.N), generator=generator, device=device)
     if task.equalized:
-        balanced = torch.arange(n_ctx) % task.L
-        labels[:, :n_ctx] = balanced[torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)]
-    item_ids = torch.arange(task.N).repeat(n_seq, 1)
+        balanced = torch.arange(n_ctx, device=device) % task.L
+        shuffle = torch.rand(n_seq, n_ctx, generator=generator, device=device).argsort(dim=1)
+        labels[:, :n_ctx] = balanced[shuffle]
+    item_ids = torch.arange(task.N, device=device).repeat(n_seq, 1)
     if query == "in_context":
-        item_ids[:, -1] = torch.randint(n_ctx, (n_seq,), generator=generator)
+        item_ids[:, -1] = torch.randint(n_ctx, (n_seq,), generator=generator, device=device)
         take = item_ids[..., None].expand(-1, -1, task.D)
         vectors, labels = vectors.gather(1, take), labels.gather(1, item_ids)
     return vectors, labels, item_ids
 
 
-def _class_weights(task: TaskConfig) -> Float[Tensor, " K"] | None:
+def _class_weights(task: TaskConfig, device: torch.device) -> Float[Tensor, " K"] | None:
     """Zipf class frequencies of the interleaved format; None (uniform draws) when alpha is 0."""
     if task.format != "interleaved" or task.zipf_alpha == 0:
         return None
-    return (torch.arange(task.K) + 1.0) ** -task.zipf_alpha
+    return (torch.arange(task.K, device=device) + 1.0) ** -task.zipf_alpha
 
 
 def _bursty_ids(
@@ -203,9 +211,9 @@ def _bursty_ids(
 ) -> Int[Tensor, "n_seq N"]:
     """Interleaved bursty sequences: (N-1)/B distinct classes, each B times in random order, and
     the query one of them."""
-    n_ctx, weights = task.N - 1, _class_weights(task)
+    n_ctx, weights = task.N - 1, _class_weights(task, generator.device)
     classes = _context_ids(task, pool, n_seq, n_ctx // task.B, False, generator, weights)
-    order = torch.rand(n_seq, n_ctx, generator=generator).argsort(dim=1)
+    order = torch.rand(n_seq, n_ctx, generator=generator, device=generator.device).argsort(dim=1)
     context = classes.repeat_interleave(task.B, dim=1).gather(1, order)
     query = _query_ids(context, len(pool), "in_context", generator, weights)
     return torch.cat([context, query[:, None]], dim=1)
@@ -221,13 +229,13 @@ def _pool_ids(
 ) -> Int[Tensor, "n_seq N"]:
     """Pool indices of the context items, then the query's, for either format."""
     if task.format == "interleaved" and query == "in_context":
-        is_bursty = torch.rand(n_seq, generator=generator) < task.p_bursty
+        is_bursty = torch.rand(n_seq, generator=generator, device=generator.device) < task.p_bursty
         bursty = _bursty_ids(task, pool, n_seq, generator)
         if bool(is_bursty.all()):
             return bursty
         iid = _pool_ids(task, pool, n_seq, True, "independent", generator)
         return torch.where(is_bursty[:, None], bursty, iid)
-    weights = _class_weights(task)
+    weights = _class_weights(task, generator.device)
     context = _context_ids(task, pool, n_seq, task.N - 1, replacement, generator, weights)
     return torch.cat([context, _query_ids(context, len(pool), query, generator, weights)[:, None]], 1)
 
@@ -275,7 +283,7 @@ def sample_batch(
         # F.embedding is the same gather as pool.vectors[item_ids], 15x faster on CPU (benchmarks/).
         vectors = F.embedding(item_ids, pool.vectors)
     if task.epsilon > 0:
-        noise = torch.randn(vectors.shape, generator=generator) / math.sqrt(task.D)
+        noise = torch.randn(vectors.shape, generator=generator, device=generator.device) / math.sqrt(task.D)
         vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)
     if task.format == "interleaved":
         return _interleave(task, vectors, labels, item_ids)

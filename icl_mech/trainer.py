@@ -192,10 +192,13 @@ def open_member(
     has_state = _prepare_run_dir(config, run_dir, resume)
     if has_state is None:
         return None
+    # Items and evaluation sets come from CPU streams, so a seed's sets are the same on every
+    # device; training batches are drawn where the model is, from a generator there.
     pool = training_pool(config.task, config.train.seed)
     eval_sets = {k: v.to(device) for k, v in make_eval_sets(config.task, pool, config.train.seed).items()}
+    pool = None if pool is None else pool.to(device)
     model = build_model(config, device)
-    data_rng = stream_generator(config.train.seed, "train")
+    data_rng = stream_generator(config.train.seed, "train", device)
     start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
     metrics_path = run_dir / storage.METRICS
     kept_rows = [row for row in storage.read_json_lines(metrics_path) if has_state and row["step"] <= start]
@@ -251,7 +254,7 @@ def train_members(
             batches = [
                 sample_batch(
                     m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness]
-                ).to(m.model.cfg.device)
+                )
                 for m in members
             ]
             loss = loss_of(batches)
