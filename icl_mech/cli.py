@@ -8,10 +8,11 @@ each entry names a ``register(subparsers)`` function. That is how packages outsi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from importlib.metadata import entry_points
 
-from icl_mech.errors import IclMechError
+from icl_mech.errors import IclMechError, TrainingStopped
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -32,7 +33,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; input errors print one line and return 2."""
+    """Parse ``argv`` and run the subcommand; input errors print one line and return 2, training
+    stopped by SIGTERM (after saving) prints how to resume and returns 143."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except IclMechError as error:
         print(f"icl-mech {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:
+        print(f"icl-mech {args.command}: {stopped}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"icl-mech {args.command}: interrupted; what was saved is kept", file=sys.stderr)
         return 130

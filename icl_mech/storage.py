@@ -7,15 +7,21 @@ Layout of a run directory::
     checkpoints/step_00000123.safetensors   the model's state dict after 123 steps
     resume.safetensors                optimizer and data-RNG state at the latest checkpoint
     status.json                       written when the run ends: last step, early stop, time
+    .lock                             locked by the process training the run (icl_mech.lock)
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
 beside it and renamed into place, so a crash leaves the old file or the new one, never half of one.
+A write that fails (disk full, permission lost, read-only file system) raises ``WriteError`` naming
+the file and the cause, and leaves the file as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from icl_mech.errors import CheckpointError, RunError
+from icl_mech.errors import CheckpointError, RunError, WriteError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -43,14 +49,33 @@ def checkpointed_steps(run_dir: Path) -> list[int]:
     return sorted(int(path.stem.removeprefix("step_")) for path in names)
 
 
+@contextmanager
+def naming_write_failures(path: Path) -> Iterator[None]:
+    """Turn an OSError (disk full, permission, read-only file system) into a WriteError naming
+    ``path`` and the cause, for the CLI to print as one line."""
+    try:
+        yield
+    except OSError as error:
+        code = errno.errorcode.get(error.errno, "") if error.errno else ""
+        cause = f"{error.strerror} ({code})" if error.strerror else str(error)
+        raise WriteError(f"cannot write {path}: {cause}") from None
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename."""
+    """Write ``data`` to ``path`` through a synced temporary file and a rename; if that fails,
+    the temporary file is removed and ``path`` keeps its previous content."""
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with naming_write_failures(path):
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError:
+            with suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -67,10 +92,23 @@ def read_json(path: Path) -> Any:
 
 
 def append_json_line(path: Path, value: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(value) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one line; if the write fails part way, the file is cut back to its previous end, so
+    the log never holds half a line (a reader, or a resume, would stop at it)."""
+    data = memoryview((json.dumps(value) + "\n").encode())
+    with naming_write_failures(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:

@@ -9,8 +9,11 @@ data of update t+1 comes from the generator state saved with checkpoint t.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,8 @@ from transformer_lens import HookedTransformer
 from icl_mech import storage
 from icl_mech.config import RunConfig, TrainConfig
 from icl_mech.devices import resolve_device
-from icl_mech.errors import RunError
+from icl_mech.errors import RunError, TrainingStopped, WriteError
+from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import (
@@ -127,9 +131,14 @@ def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator)
     return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
-def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
-    """Create the run directory, or check it may be resumed: True when there is state to resume,
-    None when the run is already finished. Nothing is written until every check has passed."""
+def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
+    """Whether ``run_dir`` may be trained into, reading only: True when there is state to resume,
+    False for a new run, None when the run is already finished."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory; choose another --out")
+    above = next(parent for parent in run_dir.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise RunError(f"{run_dir} cannot be created: {above} is a file, not a directory")
     config_path = run_dir / storage.CONFIG
     if config_path.exists():
         if not resume:
@@ -144,7 +153,7 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | N
                 if saved.to_dict()[section][key] != value and key not in RESUMABLE_CHANGES
             ]
             raise RunError(f"cannot resume {run_dir}: its saved config differs in {differing}")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     status_path = run_dir / storage.STATUS
     if status_path.exists():
@@ -157,9 +166,23 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | N
             f"{run_dir} has checkpoints but no {storage.RESUME} to continue from "
             "(shipped reference runs keep only their checkpoints); train into another --out"
         )
-    (run_dir / storage.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    storage.write_json(config_path, config.to_dict())
-    status_path.unlink(missing_ok=True)
+    return has_state
+
+
+def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
+    """Check ``run_dir`` (before writing anything, so a refused run changes nothing), lock it for
+    this process until ``locks`` closes, check again under the lock (another writer may have
+    changed it meanwhile), then write its config. Returns what ``_check_run_dir`` does."""
+    _check_run_dir(config, run_dir, resume)
+    locks.enter_context(DirectoryLock(run_dir))
+    has_state = _check_run_dir(config, run_dir, resume)
+    if has_state is None:
+        return None
+    with storage.naming_write_failures(run_dir / storage.CHECKPOINTS):
+        (run_dir / storage.CHECKPOINTS).mkdir(exist_ok=True)
+    storage.write_json(run_dir / storage.CONFIG, config.to_dict())
+    with storage.naming_write_failures(run_dir / storage.STATUS):
+        (run_dir / storage.STATUS).unlink(missing_ok=True)
     return has_state
 
 
@@ -185,11 +208,12 @@ class Member:
 
 
 def open_member(
-    config: RunConfig, run_dir: Path, device: torch.device, resume: bool
+    config: RunConfig, run_dir: Path, device: torch.device, resume: bool, locks: ExitStack
 ) -> tuple[Member, dict | None] | None:
-    """Prepare ``run_dir`` for training: the member and the optimizer state to restore (None for
-    a new run), or None when a resumed run has nothing left to train."""
-    has_state = _prepare_run_dir(config, run_dir, resume)
+    """Lock and prepare ``run_dir`` for training: the member and the optimizer state to restore
+    (None for a new run), or None when a resumed run has nothing left to train. The lock is held
+    until ``locks`` closes: another process trying to train the run meanwhile is refused."""
+    has_state = _prepare_run_dir(config, run_dir, resume, locks)
     if has_state is None:
         return None
     pool = training_pool(config.task, config.train.seed)
@@ -219,6 +243,11 @@ def train_members(
     them into one loss whose gradient is every member's own. ``optimizer_state_of(i)`` is member
     i's optimizer ``state_dict``, saved with its checkpoints. A member that stops early is
     finished and no longer saved; the others go on.
+
+    SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
+    finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
+    a resumed run logs exactly what an uninterrupted one does) and raises ``TrainingStopped``.
+    A failed write raises ``WriteError`` saying how to resume; what was written before is intact.
     """
     train_cfg, start = members[0].config.train, members[0].start
     total = train_cfg.steps
@@ -227,7 +256,8 @@ def train_members(
     began = time.perf_counter()
     step = start
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
-    with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar:
+    with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar, \
+            _sigterm_requests_stop() as stop_requested, _resume_hint_on_write_failure(members):
         while True:
             for index, member in enumerate(members):
                 if member.done:
@@ -248,6 +278,9 @@ def train_members(
                     _write_status(member, step, time.perf_counter() - began)
             if all(member.done for member in members):
                 break
+            if stop_requested:
+                on_disk = step in saves or step == start and members[0].resumed
+                _save_and_stop(members, step, on_disk, optimizer_state_of)
             batches = [
                 sample_batch(
                     m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness]
@@ -260,6 +293,49 @@ def train_members(
             optimizer.step()
             step += 1
             bar.update(1)
+
+
+@contextmanager
+def _sigterm_requests_stop() -> Iterator[list[int]]:
+    """While training, SIGTERM appends to the yielded list instead of killing the process; the
+    loop checks it between steps. Signals can only be caught in the main thread: elsewhere (a
+    notebook's worker thread) SIGTERM keeps its usual meaning."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:  # give back the caller's handler (submitit's, in a Slurm job)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _how_to_resume(members: list[Member]) -> str:
+    dirs = [str(member.run_dir) for member in members]
+    if len(dirs) == 1:
+        return f"continue with: icl-mech train --resume --out {dirs[0]}"
+    return f"continue each of {dirs} with icl-mech train --resume --out DIR, or run the same sweep again"
+
+
+@contextmanager
+def _resume_hint_on_write_failure(members: list[Member]) -> Iterator[None]:
+    try:
+        yield
+    except WriteError as error:
+        raise WriteError(
+            f"{error}; training stopped, and the checkpoints and metrics written before are intact: "
+            f"once the cause is gone, {_how_to_resume(members)}"
+        ) from None
+
+
+def _save_and_stop(members: list[Member], step: int, on_disk: bool, optimizer_state_of: Callable[[int], dict]) -> None:
+    """Save every unfinished member at ``step`` (unless its checkpoint and resume state there are
+    already ``on_disk``) and raise ``TrainingStopped``."""
+    for index, member in enumerate(members):
+        if not member.done and not on_disk:
+            _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+    raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
 
 def _write_status(member: Member, step: int, seconds: float) -> None:
@@ -284,16 +360,17 @@ def train(
     progress: bool = True,
 ) -> Run:
     """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded."""
-    opened = open_member(config, Path(run_dir), resolve_device(device), resume)
-    if opened is not None:
-        member, optimizer_state = opened
-        optimizer = make_optimizer(member.model.named_parameters(), config.train)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
+    with ExitStack() as locks:
+        opened = open_member(config, Path(run_dir), resolve_device(device), resume, locks)
+        if opened is not None:
+            member, optimizer_state = opened
+            optimizer = make_optimizer(member.model.named_parameters(), config.train)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
 
-        def loss_of(batches: list[Batch]) -> Tensor:
-            (batch,) = batches
-            return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+            def loss_of(batches: list[Batch]) -> Tensor:
+                (batch,) = batches
+                return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
 
-        train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
+            train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
     return load_run(run_dir)
