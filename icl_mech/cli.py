@@ -10,15 +10,24 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import typing
 from importlib.metadata import entry_points
 
 from icl_mech.errors import IclMechError, TrainingStopped
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, except that a bad argument is one line naming it (no usage block), like every
+    other bad input; ``--help`` still shows the usage. Subparsers inherit the class."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every registered subcommand, or only ``command``'s when it names one
     (so running one command never imports the others' dependencies)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="icl-mech",
         description="Train small transformers on in-context classification and take them apart "
         "over training time (TransformerLens HookedTransformer models, dense checkpoints).",

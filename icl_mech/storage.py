@@ -61,6 +61,14 @@ def naming_write_failures(path: Path) -> Iterator[None]:
         raise WriteError(f"cannot write {path}: {cause}") from None
 
 
+def blocking_file(path: Path) -> Path | None:
+    """The file that keeps ``path`` from being a directory: ``path`` itself, or the nearest path
+    above it that exists, when that is not a directory; None when ``path`` is or can be one."""
+    absolute = path.absolute()
+    existing = next(candidate for candidate in (absolute, *absolute.parents) if candidate.exists())
+    return None if existing.is_dir() else existing
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a synced temporary file and a rename; if that fails,
     the temporary file is removed and ``path`` keeps its previous content."""
@@ -112,15 +120,25 @@ def append_json_line(path: Path, value: dict[str, Any]) -> None:
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """Every complete line; a last line cut short by a crash is dropped."""
+    """Every line's JSON object. A last line cut short (as a killed writer leaves it) is dropped;
+    a damaged line before it is an error naming the line, never a silent end of the log."""
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise RunError(f"{path} is not a text file of JSON lines ({error})") from None
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise RunError(f"{path} line {number} of {len(lines)} is not valid JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise RunError(f"{path} line {number} is {row!r}, not a JSON object")
+        rows.append(row)
     return rows
 
 

@@ -367,8 +367,8 @@ def run_sweep(
         raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
     out = Path(out)
     points = plan_sweep(base, grid, out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"sweep directory {out} is a file; choose another --out")
+    if (blocking := storage.blocking_file(out)) is not None:
+        raise ConfigError(f"{out} cannot be a sweep directory: {blocking} is a file; choose another --out")
     with DirectoryLock(out, "sweep"):  # one sweep process per directory; its runs lock themselves
         todo = [point for point in points if run_status(point) != "finished"]
         units = group_units(todo, ensemble)

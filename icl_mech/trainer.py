@@ -134,11 +134,8 @@ def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator)
 def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
     """Whether ``run_dir`` may be trained into, reading only: True when there is state to resume,
     False for a new run, None when the run is already finished."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir} is a file, not a run directory; choose another --out")
-    above = next(parent for parent in run_dir.absolute().parents if parent.exists())
-    if not above.is_dir():
-        raise RunError(f"{run_dir} cannot be created: {above} is a file, not a directory")
+    if (blocking := storage.blocking_file(run_dir)) is not None:
+        raise RunError(f"{run_dir} cannot be a run directory: {blocking} is a file; choose another --out")
     config_path = run_dir / storage.CONFIG
     if config_path.exists():
         if not resume:
@@ -153,6 +150,7 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
                 if saved.to_dict()[section][key] != value and key not in RESUMABLE_CHANGES
             ]
             raise RunError(f"cannot resume {run_dir}: its saved config differs in {differing}")
+        storage.read_json_lines(run_dir / storage.METRICS)  # a damaged log is refused here, not truncated
     elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     status_path = run_dir / storage.STATUS
@@ -169,21 +167,24 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
     return has_state
 
 
-def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
+def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
     """Check ``run_dir`` (before writing anything, so a refused run changes nothing), lock it for
-    this process until ``locks`` closes, check again under the lock (another writer may have
-    changed it meanwhile), then write its config. Returns what ``_check_run_dir`` does."""
+    this process until ``locks`` closes, and check again under the lock (another writer may have
+    changed it meanwhile). Returns what ``_check_run_dir`` does."""
     _check_run_dir(config, run_dir, resume)
     locks.enter_context(DirectoryLock(run_dir))
-    has_state = _check_run_dir(config, run_dir, resume)
-    if has_state is None:
-        return None
+    return _check_run_dir(config, run_dir, resume)
+
+
+def _write_run_dir(config: RunConfig, run_dir: Path, metrics: list[dict]) -> None:
+    """The run's config, its checkpoint folder and its metrics up to the step training starts
+    from; the status of a finished run being continued is removed."""
     with storage.naming_write_failures(run_dir / storage.CHECKPOINTS):
         (run_dir / storage.CHECKPOINTS).mkdir(exist_ok=True)
     storage.write_json(run_dir / storage.CONFIG, config.to_dict())
     with storage.naming_write_failures(run_dir / storage.STATUS):
         (run_dir / storage.STATUS).unlink(missing_ok=True)
-    return has_state
+    storage.atomic_write(run_dir / storage.METRICS, "".join(json.dumps(row) + "\n" for row in metrics).encode())
 
 
 @dataclass
@@ -213,7 +214,7 @@ def open_member(
     """Lock and prepare ``run_dir`` for training: the member and the optimizer state to restore
     (None for a new run), or None when a resumed run has nothing left to train. The lock is held
     until ``locks`` closes: another process trying to train the run meanwhile is refused."""
-    has_state = _prepare_run_dir(config, run_dir, resume, locks)
+    has_state = _lock_run_dir(config, run_dir, resume, locks)
     if has_state is None:
         return None
     pool = training_pool(config.task, config.train.seed)
@@ -221,9 +222,8 @@ def open_member(
     model = build_model(config, device)
     data_rng = stream_generator(config.train.seed, "train")
     start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
-    metrics_path = run_dir / storage.METRICS
-    kept_rows = [row for row in storage.read_json_lines(metrics_path) if has_state and row["step"] <= start]
-    storage.atomic_write(metrics_path, "".join(json.dumps(row) + "\n" for row in kept_rows).encode())
+    metrics = storage.read_json_lines(run_dir / storage.METRICS)
+    _write_run_dir(config, run_dir, [row for row in metrics if has_state and row["step"] <= start])
     member = Member(config, run_dir, model, pool, eval_sets, data_rng, start, has_state)
     return member, optimizer_state
 
