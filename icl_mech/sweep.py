@@ -153,10 +153,13 @@ def _point_record(point: SweepPoint, status: str | None = None) -> dict[str, Any
     last = rows[-1] if rows else {}
     ended = storage.read_json(point.run_dir / storage.STATUS) if (point.run_dir / storage.STATUS).exists() else {}
     error = (point.run_dir / ERROR).read_text().strip().splitlines() if (point.run_dir / ERROR).exists() else []
+    status = status or run_status(point)
+    if status != "failed":  # e.g. refused while another process trained it, which then finished it
+        error = []
     return {
         "run": point.name,
         **{name: _format_value(value) if value is None else value for name, value in point.values.items()},
-        "status": status or run_status(point),
+        "status": status,
         "last_step": last.get("step"),
         **{metric: last.get(metric) for metric in FINAL_METRICS},
         "seconds": ended.get("seconds"),

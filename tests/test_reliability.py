@@ -76,6 +76,9 @@ def test_a_locked_run_refuses_trainers_ensembles_and_sweeps_and_changes_nothing(
         (line,) = capsys.readouterr().err.splitlines()
         assert f"sweep directory {sweep_dir} is in use by {named}" in line
         assert snapshot(tmp_path) == before
+        (point,) = plan_sweep(tiny_config(steps=8), {"seed": [0]}, tmp_path)
+        train_unit([point.config.to_dict()], [str(run_dir)], "cpu", 1)  # a sweep worker records the refusal
+        assert named in (run_dir / ERROR).read_text().splitlines()[-1]
     finally:
         holder.kill()  # SIGKILL: the kernel releases its locks, nothing is left to clean up
         holder.wait()
