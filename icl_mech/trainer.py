@@ -4,6 +4,8 @@ The loop is the only place that trains; it knows nothing of plotting or the comm
 Order at every step t: evaluate (at eval steps) -> checkpoint (at checkpoint steps) -> update.
 So the metrics and the checkpoint of step t both describe the model after t updates, and the
 data of update t+1 comes from the generator state saved with checkpoint t.
+The run directory is locked by the process training it (``icl_mech.lock``), from before its
+first write to the end, so it has one writer.
 """
 
 from __future__ import annotations
@@ -320,6 +322,7 @@ def _how_to_resume(members: list[Member]) -> str:
 
 @contextmanager
 def _resume_hint_on_write_failure(members: list[Member]) -> Iterator[None]:
+    """A WriteError from the loop, with what is kept and how to go on added to its one line."""
     try:
         yield
     except WriteError as error:
@@ -359,7 +362,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> Run:
-    """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded."""
+    """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded.
+
+    ``resume=True`` continues the run in ``run_dir`` and starts it if there is none (what a sweep
+    wants; ``icl-mech train --resume`` requires a run). ``run_dir`` is locked while it trains: a
+    second process training it meanwhile gets ``RunLockedError`` naming this one.
+    """
     with ExitStack() as locks:
         opened = open_member(config, Path(run_dir), resolve_device(device), resume, locks)
         if opened is not None:
