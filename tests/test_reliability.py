@@ -207,13 +207,13 @@ def test_sigterm_saves_the_step_reached_and_a_sweep_worker_resumes_it_exactly(re
 
 @pytest.mark.slow
 def test_sigterm_to_the_train_command_exits_143_saying_how_to_resume(tmp_path):
-    args = [sys.executable, "-m", "icl_mech", "train", *TINY_ARGS, "--steps", "600"]
+    args = [sys.executable, "-m", "icl_mech", "train", *TINY_ARGS, "--steps", "600", "--set=eval_every=50", "--set=checkpoint_every=100"]
     uninterrupted = subprocess.run([*args, "--out", str(tmp_path / "reference")], capture_output=True, text=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     run_dir = tmp_path / "run"
     process = subprocess.Popen([*args, "--out", str(run_dir)], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not storage.checkpoint_path(run_dir, 30).exists():
+    while not storage.checkpoint_path(run_dir, 32).exists():
         assert time.time() < deadline and process.poll() is None, "the run ended before it could be stopped"
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
@@ -224,7 +224,7 @@ def test_sigterm_to_the_train_command_exits_143_saying_how_to_resume(tmp_path):
         rf"icl-mech train: stopped by SIGTERM at step (\d+), saved there; continue with: icl-mech train --resume --out {run_dir}",
         line,
     )[1])
-    assert 30 <= stopped < 600 and stopped in load_run(run_dir).steps
+    assert 32 <= stopped < 600 and stopped in load_run(run_dir).steps
 
     resumed = subprocess.run([*args, "--out", str(run_dir), "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
