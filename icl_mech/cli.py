@@ -8,16 +8,26 @@ each entry names a ``register(subparsers)`` function. That is how packages outsi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import typing
 from importlib.metadata import entry_points
 
-from icl_mech.errors import IclMechError
+from icl_mech.errors import IclMechError, TrainingStopped
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, except that a bad argument is one line naming it (no usage block), like every
+    other bad input; ``--help`` still shows the usage. Subparsers inherit the class."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every registered subcommand, or only ``command``'s when it names one
     (so running one command never imports the others' dependencies)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="icl-mech",
         description="Train small transformers on in-context classification and take them apart "
         "over training time (TransformerLens HookedTransformer models, dense checkpoints).",
@@ -32,7 +42,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand; input errors print one line and return 2."""
+    """Parse ``argv`` and run the subcommand; input errors print one line and return 2, training
+    stopped by SIGTERM (after saving) prints how to resume and returns 143."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
@@ -40,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except IclMechError as error:
         print(f"icl-mech {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:
+        print(f"icl-mech {args.command}: {stopped}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"icl-mech {args.command}: interrupted; what was saved is kept", file=sys.stderr)
         return 130

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from icl_mech.errors import ConfigError
 
@@ -43,10 +46,45 @@ class _ConfigDict:
             not unknown,
             f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(known)}",
         )
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            expected = _expected_kind(hints[name])
+            _require(expected is None or expected[0](value), f"{name} must be {expected and expected[1]}, got {value!r}")
         try:
             return cls(**values)
         except TypeError as error:
             raise ConfigError(f"{cls.__name__}: {error}") from None
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_KINDS = {
+    int: (_is_integer, "an integer"),
+    float: (_is_number, "a number"),
+    bool: (lambda value: isinstance(value, bool), "true or false"),
+    str: (lambda value: isinstance(value, str), "a string"),
+}
+
+
+def _expected_kind(hint: Any) -> tuple[Callable[[Any], bool], str] | None:
+    """A test of a field's value against its annotation and what to call it in an error, so that
+    ``--set lr=fast`` is refused by name; None for the fields ``__post_init__`` checks itself."""
+    if get_origin(hint) is Literal:
+        return _KINDS[str]
+    if hint in _KINDS:
+        return _KINDS[hint]
+    options = get_args(hint)
+    if type(None) in options and len(options) == 2:  # X | None
+        (inner,) = (option for option in options if option is not type(None))
+        test, name = _KINDS[inner]
+        return (lambda value: value is None or test(value)), f"{name} or None"
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ loads with ``load_run`` and even resumes alone with ``train(..., resume=True)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -155,8 +156,9 @@ def train_ensemble(
     if len(run_dirs) != len(configs) or len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
         raise ConfigError(f"an ensemble needs one distinct run directory per config, got {list(run_dirs)}")
     torch_device = resolve_device(device)
-    opened = [open_member(c, Path(d), torch_device, resume) for c, d in zip(configs, run_dirs)]
-    waiting = [pair for pair in opened if pair is not None]
-    for start in sorted({member.start for member, _ in waiting}):
-        _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress)
+    with ExitStack() as locks:  # every member's run directory stays locked until all are trained
+        opened = [open_member(c, Path(d), torch_device, resume, locks) for c, d in zip(configs, run_dirs)]
+        waiting = [pair for pair in opened if pair is not None]
+        for start in sorted({member.start for member, _ in waiting}):
+            _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress)
     return [load_run(run_dir) for run_dir in run_dirs]

@@ -1,4 +1,5 @@
-"""Errors a user can cause with a bad input, each with a message naming the input.
+"""Errors a user can cause with a bad input or a bad environment (a full disk, a run another
+process is writing), each with a message naming the input or the file.
 
 The CLI prints these as one line (no traceback); anything else escaping is a bug.
 """
@@ -18,3 +19,21 @@ class RunError(IclMechError):
 
 class CheckpointError(IclMechError):
     """A checkpoint file is corrupt, truncated or does not fit the run's model."""
+
+
+class RunLockedError(RunError):
+    """Another process is writing the run (or sweep) directory; the message names it."""
+
+
+class WriteError(IclMechError):
+    """A file could not be written (disk full, permission, read-only file system); the message
+    names the file and the cause. Whatever was complete before is kept."""
+
+
+class TrainingStopped(BaseException):
+    """Training was asked to stop (SIGTERM) and saved a checkpoint at the step it reached.
+
+    Not an error of the input, and not an ``Exception``: code that records failures (a sweep
+    worker, submitit's job runner) lets it through, so a stopped run is interrupted, not failed.
+    The CLI prints its message (how to resume) and exits with 143 (128 + SIGTERM, as a shell does).
+    """

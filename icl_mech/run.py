@@ -29,6 +29,8 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_file():
+            raise RunError(f"{self.path} is a file, not a run directory")
         if not self.path.is_dir():
             raise RunError(f"run directory {self.path} does not exist")
         if not (self.path / storage.CONFIG).is_file():

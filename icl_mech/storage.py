@@ -7,15 +7,21 @@ Layout of a run directory::
     checkpoints/step_00000123.safetensors   the model's state dict after 123 steps
     resume.safetensors                optimizer and data-RNG state at the latest checkpoint
     status.json                       written when the run ends: last step, early stop, time
+    .lock                             locked by the process training the run (icl_mech.lock)
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
 beside it and renamed into place, so a crash leaves the old file or the new one, never half of one.
+A write that fails (disk full, permission lost, read-only file system) raises ``WriteError`` naming
+the file and the cause, and leaves the file as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from icl_mech.errors import CheckpointError, RunError
+from icl_mech.errors import CheckpointError, RunError, WriteError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -43,14 +49,41 @@ def checkpointed_steps(run_dir: Path) -> list[int]:
     return sorted(int(path.stem.removeprefix("step_")) for path in names)
 
 
+@contextmanager
+def naming_write_failures(path: Path) -> Iterator[None]:
+    """Turn an OSError (disk full, permission, read-only file system) into a WriteError naming
+    ``path`` and the cause, for the CLI to print as one line."""
+    try:
+        yield
+    except OSError as error:
+        code = errno.errorcode.get(error.errno, "") if error.errno else ""
+        cause = f"{error.strerror} ({code})" if error.strerror else str(error)
+        raise WriteError(f"cannot write {path}: {cause}") from None
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The file that keeps ``path`` from being a directory: ``path`` itself, or the nearest path
+    above it that exists, when that is not a directory; None when ``path`` is or can be one."""
+    absolute = path.absolute()
+    existing = next(candidate for candidate in (absolute, *absolute.parents) if candidate.exists())
+    return None if existing.is_dir() else existing
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename."""
+    """Write ``data`` to ``path`` through a synced temporary file and a rename; if that fails,
+    the temporary file is removed and ``path`` keeps its previous content."""
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with naming_write_failures(path):
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except OSError:
+            with suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -67,22 +100,45 @@ def read_json(path: Path) -> Any:
 
 
 def append_json_line(path: Path, value: dict[str, Any]) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(value) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one line; if the write fails part way, the file is cut back to its previous end, so
+    the log never holds half a line (a reader, or a resume, would stop at it)."""
+    data = memoryview((json.dumps(value) + "\n").encode())
+    with naming_write_failures(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """Every complete line; a last line cut short by a crash is dropped."""
+    """Every line's JSON object. A last line cut short (as a killed writer leaves it) is dropped;
+    a damaged line before it is an error naming the line, never a silent end of the log."""
     if not path.exists():
         return []
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise RunError(f"{path} is not a text file of JSON lines ({error})") from None
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise RunError(f"{path} line {number} of {len(lines)} is not valid JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise RunError(f"{path} line {number} is {row!r}, not a JSON object")
+        rows.append(row)
     return rows
 
 

@@ -30,6 +30,7 @@ from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError
+from icl_mech.lock import DirectoryLock
 from icl_mech.trainer import train
 
 INDEX = "index.csv"
@@ -152,10 +153,13 @@ def _point_record(point: SweepPoint, status: str | None = None) -> dict[str, Any
     last = rows[-1] if rows else {}
     ended = storage.read_json(point.run_dir / storage.STATUS) if (point.run_dir / storage.STATUS).exists() else {}
     error = (point.run_dir / ERROR).read_text().strip().splitlines() if (point.run_dir / ERROR).exists() else []
+    status = status or run_status(point)
+    if status != "failed":  # e.g. refused while another process trained it, which then finished it
+        error = []
     return {
         "run": point.name,
         **{name: _format_value(value) if value is None else value for name, value in point.values.items()},
-        "status": status or run_status(point),
+        "status": status,
         "last_step": last.get("step"),
         **{metric: last.get(metric) for metric in FINAL_METRICS},
         "seconds": ended.get("seconds"),
@@ -188,6 +192,10 @@ def read_index(out: str | Path) -> pd.DataFrame:
 
 def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int) -> list[str]:
     """Train (or resume) the runs of one work unit; a failure is written into its run directory.
+
+    A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
+    propagates, so the worker ends without a result and the run resumes when run again (a Slurm
+    requeue runs the same task again).
 
     One unit is one run, or, with ensembles, several runs of the same shape trained together by
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
@@ -225,8 +233,6 @@ def ensemble_shape(config: RunConfig) -> str:
 
 def group_units(points: list[SweepPoint], ensemble: int) -> list[list[SweepPoint]]:
     """Work units: single points, or up to ``ensemble`` points of one shape (``ensemble_shape``)."""
-    if ensemble < 1:
-        raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
     if ensemble == 1:
         return [[point] for point in points]
     shapes: dict[str, list[SweepPoint]] = {}
@@ -360,15 +366,19 @@ def run_sweep(
         raise ConfigError(f"executor must be 'local' or 'slurm', got {executor!r}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if ensemble < 1:
+        raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
     out = Path(out)
     points = plan_sweep(base, grid, out)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [point for point in points if run_status(point) != "finished"]
-    units = group_units(todo, ensemble)
-    progress_tracker = _Progress(out, points, len(points) - len(todo), progress)
-    with progress_tracker.bar:
-        if executor == "slurm":
-            _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
-        else:
-            _run_local(units, device, workers, progress_tracker)
-    return write_index(out, points)
+    if (blocking := storage.blocking_file(out)) is not None:
+        raise ConfigError(f"{out} cannot be a sweep directory: {blocking} is a file; choose another --out")
+    with DirectoryLock(out, "sweep"):  # one sweep process per directory; its runs lock themselves
+        todo = [point for point in points if run_status(point) != "finished"]
+        units = group_units(todo, ensemble)
+        progress_tracker = _Progress(out, points, len(points) - len(todo), progress)
+        with progress_tracker.bar:
+            if executor == "slurm":
+                _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
+            else:
+                _run_local(units, device, workers, progress_tracker)
+        return write_index(out, points)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
-from icl_mech.errors import ConfigError
+from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
 from icl_mech.presets import PRESETS, preset
 
@@ -33,11 +33,21 @@ def parse_assignments(pairs: list[str]) -> dict:
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset (or, resuming without --preset, the saved config) with the flags applied."""
     if args.preset is None and args.resume and args.out is not None:
-        base = RunConfig.from_dict(storage.read_json(Path(args.out) / storage.CONFIG))
+        base = RunConfig.from_dict(storage.read_json(_existing_run(Path(args.out)) / storage.CONFIG))
     else:
         base = preset(args.preset or "cpu")
     flags = {key: getattr(args, key) for key in ("K", "N", "seed", "steps") if hasattr(args, key)}
-    return base.override(**flags, **parse_assignments(args.set))
+    assignments = parse_assignments(args.set)
+    if twice := sorted(flags.keys() & assignments.keys()):
+        raise ConfigError(f"--{twice[0]} and --set {twice[0]}=... both set {twice[0]}; give it once")
+    return base.override(**flags, **assignments)
+
+
+def _existing_run(out: Path) -> Path:
+    """``out``, which --resume requires to hold a run: a typo must not start a new run."""
+    if not (out / storage.CONFIG).is_file():
+        raise RunError(f"--resume: {out} holds no run (no {storage.CONFIG}); check the path, or leave out --resume to start one")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
+    if args.resume:
+        _existing_run(out)
     result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet)
     last = result.metrics.iloc[-1]
     print(
@@ -87,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint (model, optimizer and RNG state)",
+        help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
+        "an error if --out holds no run",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)

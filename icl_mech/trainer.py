@@ -4,13 +4,18 @@ The loop is the only place that trains; it knows nothing of plotting or the comm
 Order at every step t: evaluate (at eval steps) -> checkpoint (at checkpoint steps) -> update.
 So the metrics and the checkpoint of step t both describe the model after t updates, and the
 data of update t+1 comes from the generator state saved with checkpoint t.
+The run directory is locked by the process training it (``icl_mech.lock``), from before its
+first write to the end, so it has one writer.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,8 @@ from transformer_lens import HookedTransformer
 from icl_mech import storage
 from icl_mech.config import RunConfig, TrainConfig
 from icl_mech.devices import resolve_device
-from icl_mech.errors import RunError
+from icl_mech.errors import RunError, TrainingStopped, WriteError
+from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import (
@@ -127,9 +133,11 @@ def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator)
     return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
-def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
-    """Create the run directory, or check it may be resumed: True when there is state to resume,
-    None when the run is already finished. Nothing is written until every check has passed."""
+def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
+    """Whether ``run_dir`` may be trained into, reading only: True when there is state to resume,
+    False for a new run, None when the run is already finished."""
+    if (blocking := storage.blocking_file(run_dir)) is not None:
+        raise RunError(f"{run_dir} cannot be a run directory: {blocking} is a file; choose another --out")
     config_path = run_dir / storage.CONFIG
     if config_path.exists():
         if not resume:
@@ -144,7 +152,8 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | N
                 if saved.to_dict()[section][key] != value and key not in RESUMABLE_CHANGES
             ]
             raise RunError(f"cannot resume {run_dir}: its saved config differs in {differing}")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        storage.read_json_lines(run_dir / storage.METRICS)  # a damaged log is refused here, not truncated
+    elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     status_path = run_dir / storage.STATUS
     if status_path.exists():
@@ -157,10 +166,27 @@ def _prepare_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | N
             f"{run_dir} has checkpoints but no {storage.RESUME} to continue from "
             "(shipped reference runs keep only their checkpoints); train into another --out"
         )
-    (run_dir / storage.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    storage.write_json(config_path, config.to_dict())
-    status_path.unlink(missing_ok=True)
     return has_state
+
+
+def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
+    """Check ``run_dir`` (before writing anything, so a refused run changes nothing), lock it for
+    this process until ``locks`` closes, and check again under the lock (another writer may have
+    changed it meanwhile). Returns what ``_check_run_dir`` does."""
+    _check_run_dir(config, run_dir, resume)
+    locks.enter_context(DirectoryLock(run_dir))
+    return _check_run_dir(config, run_dir, resume)
+
+
+def _write_run_dir(config: RunConfig, run_dir: Path, metrics: list[dict]) -> None:
+    """The run's config, its checkpoint folder and its metrics up to the step training starts
+    from; the status of a finished run being continued is removed."""
+    with storage.naming_write_failures(run_dir / storage.CHECKPOINTS):
+        (run_dir / storage.CHECKPOINTS).mkdir(exist_ok=True)
+    storage.write_json(run_dir / storage.CONFIG, config.to_dict())
+    with storage.naming_write_failures(run_dir / storage.STATUS):
+        (run_dir / storage.STATUS).unlink(missing_ok=True)
+    storage.atomic_write(run_dir / storage.METRICS, "".join(json.dumps(row) + "\n" for row in metrics).encode())
 
 
 @dataclass
@@ -185,11 +211,12 @@ class Member:
 
 
 def open_member(
-    config: RunConfig, run_dir: Path, device: torch.device, resume: bool
+    config: RunConfig, run_dir: Path, device: torch.device, resume: bool, locks: ExitStack
 ) -> tuple[Member, dict | None] | None:
-    """Prepare ``run_dir`` for training: the member and the optimizer state to restore (None for
-    a new run), or None when a resumed run has nothing left to train."""
-    has_state = _prepare_run_dir(config, run_dir, resume)
+    """Lock and prepare ``run_dir`` for training: the member and the optimizer state to restore
+    (None for a new run), or None when a resumed run has nothing left to train. The lock is held
+    until ``locks`` closes: another process trying to train the run meanwhile is refused."""
+    has_state = _lock_run_dir(config, run_dir, resume, locks)
     if has_state is None:
         return None
     # Items and evaluation sets come from CPU streams, so a seed's sets are the same on every
@@ -200,9 +227,8 @@ def open_member(
     model = build_model(config, device)
     data_rng = stream_generator(config.train.seed, "train", device)
     start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
-    metrics_path = run_dir / storage.METRICS
-    kept_rows = [row for row in storage.read_json_lines(metrics_path) if has_state and row["step"] <= start]
-    storage.atomic_write(metrics_path, "".join(json.dumps(row) + "\n" for row in kept_rows).encode())
+    metrics = storage.read_json_lines(run_dir / storage.METRICS)
+    _write_run_dir(config, run_dir, [row for row in metrics if has_state and row["step"] <= start])
     member = Member(config, run_dir, model, pool, eval_sets, data_rng, start, has_state)
     return member, optimizer_state
 
@@ -222,6 +248,11 @@ def train_members(
     them into one loss whose gradient is every member's own. ``optimizer_state_of(i)`` is member
     i's optimizer ``state_dict``, saved with its checkpoints. A member that stops early is
     finished and no longer saved; the others go on.
+
+    SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
+    finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
+    a resumed run logs exactly what an uninterrupted one does) and raises ``TrainingStopped``.
+    A failed write raises ``WriteError`` saying how to resume; what was written before is intact.
     """
     train_cfg, start = members[0].config.train, members[0].start
     total = train_cfg.steps
@@ -230,7 +261,8 @@ def train_members(
     began = time.perf_counter()
     step = start
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
-    with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar:
+    with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar, \
+            _sigterm_requests_stop() as stop_requested, _resume_hint_on_write_failure(members):
         while True:
             for index, member in enumerate(members):
                 if member.done:
@@ -251,6 +283,9 @@ def train_members(
                     _write_status(member, step, time.perf_counter() - began)
             if all(member.done for member in members):
                 break
+            if stop_requested:
+                on_disk = step in saves or step == start and members[0].resumed
+                _save_and_stop(members, step, on_disk, optimizer_state_of)
             batches = [
                 sample_batch(
                     m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness]
@@ -263,6 +298,50 @@ def train_members(
             optimizer.step()
             step += 1
             bar.update(1)
+
+
+@contextmanager
+def _sigterm_requests_stop() -> Iterator[list[int]]:
+    """While training, SIGTERM appends to the yielded list instead of killing the process; the
+    loop checks it between steps. Signals can only be caught in the main thread: elsewhere (a
+    notebook's worker thread) SIGTERM keeps its usual meaning."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:  # give back the caller's handler (submitit's, in a Slurm job)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _how_to_resume(members: list[Member]) -> str:
+    dirs = [str(member.run_dir) for member in members]
+    if len(dirs) == 1:
+        return f"continue with: icl-mech train --resume --out {dirs[0]}"
+    return f"continue each of {dirs} with icl-mech train --resume --out DIR, or run the same sweep again"
+
+
+@contextmanager
+def _resume_hint_on_write_failure(members: list[Member]) -> Iterator[None]:
+    """A WriteError from the loop, with what is kept and how to go on added to its one line."""
+    try:
+        yield
+    except WriteError as error:
+        raise WriteError(
+            f"{error}; training stopped, and the checkpoints and metrics written before are intact: "
+            f"once the cause is gone, {_how_to_resume(members)}"
+        ) from None
+
+
+def _save_and_stop(members: list[Member], step: int, on_disk: bool, optimizer_state_of: Callable[[int], dict]) -> None:
+    """Save every unfinished member at ``step`` (unless its checkpoint and resume state there are
+    already ``on_disk``) and raise ``TrainingStopped``."""
+    for index, member in enumerate(members):
+        if not member.done and not on_disk:
+            _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+    raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
 
 def _write_status(member: Member, step: int, seconds: float) -> None:
@@ -286,17 +365,23 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> Run:
-    """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded."""
-    opened = open_member(config, Path(run_dir), resolve_device(device), resume)
-    if opened is not None:
-        member, optimizer_state = opened
-        optimizer = make_optimizer(member.model.named_parameters(), config.train)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
+    """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded.
 
-        def loss_of(batches: list[Batch]) -> Tensor:
-            (batch,) = batches
-            return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+    ``resume=True`` continues the run in ``run_dir`` and starts it if there is none (what a sweep
+    wants; ``icl-mech train --resume`` requires a run). ``run_dir`` is locked while it trains: a
+    second process training it meanwhile gets ``RunLockedError`` naming this one.
+    """
+    with ExitStack() as locks:
+        opened = open_member(config, Path(run_dir), resolve_device(device), resume, locks)
+        if opened is not None:
+            member, optimizer_state = opened
+            optimizer = make_optimizer(member.model.named_parameters(), config.train)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
 
-        train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
+            def loss_of(batches: list[Batch]) -> Tensor:
+                (batch,) = batches
+                return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+
+            train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
     return load_run(run_dir)

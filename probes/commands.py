@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from icl_mech import storage
 from icl_mech.cli import main
 from icl_mech.errors import RunError
 from icl_mech.run import Run, load_run
@@ -27,6 +28,21 @@ from probes.plots import plot_ablation, plot_columns
 from probes.viz import head_patterns_view, write_view
 
 
+def _directory_to_write(text: str) -> Path:
+    """An --out directory, refused at once (before any probing) if a file stands in its way."""
+    if (blocking := storage.blocking_file(Path(text))) is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, not a directory")
+    return Path(text)
+
+
+def _file_to_write(text: str) -> Path:
+    """An --out file, refused at once if it is a directory or a file stands where its folder goes."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    _directory_to_write(str(Path(text).parent))
+    return Path(text)
+
+
 def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None:
     parser.add_argument("--run", required=True, help="run directory (written by `icl-mech train`)")
     if over_time:
@@ -35,7 +51,9 @@ def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None
         which.add_argument(
             "--all-steps", action="store_true", help="every checkpoint; also writes a CSV and a PNG plot"
         )
-        parser.add_argument("--out", help="directory for the CSV and PNG (default: the run directory)")
+        parser.add_argument(
+            "--out", type=_directory_to_write, help="directory for the CSV and PNG (default: the run directory)"
+        )
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -77,9 +95,10 @@ def _table(frame: pd.DataFrame, **kwargs) -> str:
 def _save(table: pd.DataFrame, run: Run, args: argparse.Namespace, stem: str, plot: Callable[[Path], None]) -> None:
     """``stem``.csv and ``stem``.png in --out (default: the run directory)."""
     out = Path(args.out) if args.out else run.path
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"{stem}.csv", index=False)
-    plot(out / f"{stem}.png")
+    with storage.naming_write_failures(out):
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / f"{stem}.csv", index=False)
+        plot(out / f"{stem}.png")
     print(f"wrote {out / f'{stem}.csv'} and {out / f'{stem}.png'}", file=sys.stderr)
 
 
@@ -158,7 +177,8 @@ def run_viz(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     view = head_patterns_view(run.model(step, device), run.eval_sets(device)[args.set], args.index)
     title = f"{run.path.name}, step {step}: attention of every head on {args.set} sequence {args.index}"
-    print(f"wrote {write_view(view, args.out, title)}")
+    with storage.naming_write_failures(args.out):
+        print(f"wrote {write_view(view, args.out, title)}")
     return 0
 
 
@@ -218,7 +238,7 @@ def register_viz(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--step", type=int, help="checkpointed step (default: the last)")
     parser.add_argument("--set", choices=("icl", "iwl", "train"), default="icl", help="evaluation set (default icl)")
     parser.add_argument("--index", type=int, default=0, help="sequence of the set (default 0)")
-    parser.add_argument("--out", required=True, help="HTML file to write")
+    parser.add_argument("--out", required=True, type=_file_to_write, help="HTML file to write")
     parser.set_defaults(handler=run_viz)
 
 

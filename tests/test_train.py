@@ -164,9 +164,10 @@ def test_bad_train_arguments_give_one_clear_error_and_no_run_directory(tmp_path,
 
 
 def test_missing_or_non_run_directories_give_one_clear_error(tmp_path):
-    missing = icl_mech_cli("train", "--resume", "--out", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "config.json is missing" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    for preset in ([], ["--preset", "cpu"]):  # with a preset, a typo must not start a new run either
+        missing = icl_mech_cli("train", *preset, "--resume", "--out", str(tmp_path / "nothing"))
+        assert missing.returncode == 2 and "nothing holds no run (no config.json)" in missing.stderr
+        assert "Traceback" not in missing.stderr and not (tmp_path / "nothing").exists()
     with pytest.raises(RunError, match="does not exist"):
         load_run(tmp_path / "nothing")
     (tmp_path / "stuff").mkdir()

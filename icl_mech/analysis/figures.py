@@ -33,10 +33,12 @@ def make_figures(
     """Run every analysis (or ``only`` one) over the runs of ``sweeps``; name -> summary.
 
     Analyses whose runs the sweeps do not hold are skipped (their summary says what is missing);
-    with ``only``, a missing kind of run is an error.
+    with ``only``, a missing kind of run is an error, and so is every analysis skipped (nothing
+    would be written).
     """
     if only is not None and only not in FIGURES:
         raise ConfigError(f"unknown figure {only!r}; expected one of {list(FIGURES)}")
+    sweeps = list(sweeps)
     table = load_sweeps(sweeps, levels)
     summaries = {}
     for name, figure in FIGURES.items():
@@ -48,4 +50,7 @@ def make_figures(
             if only is not None:
                 raise
             summaries[name] = f"skipped: {missing}"
+    if all(summary.startswith("skipped: ") for summary in summaries.values()):
+        reasons = "; ".join(f"{name} {summary}" for name, summary in summaries.items())
+        raise MissingRuns(f"nothing written to {out_dir}: the runs of {[str(s) for s in sweeps]} fit no analysis ({reasons})")
     return summaries
