@@ -6,8 +6,12 @@ import argparse
 from pathlib import Path
 
 from icl_mech.analysis.prediction import prediction_figure
-from icl_mech.analysis.sweep_table import Levels, load_sweeps
+from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.errors import ConfigError
+from icl_mech.figures_command import LEVEL_HELP, add_level_options, levels_from
+
+#: The accuracy levels the prediction reads runs with.
+LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "memorized")}
 
 
 def parse_n_values(text: str) -> list[int]:
@@ -20,7 +24,7 @@ def parse_n_values(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     n_values = parse_n_values(args.N)
-    levels = Levels(icl=args.icl_level, memorized=args.memorized_level)
+    levels = levels_from(args, LEVELS)
     table = load_sweeps(args.sweep, levels)
     measured = load_sweeps(args.measured, levels) if args.measured else None
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
@@ -54,10 +58,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--N", required=True, help="context lengths to predict K* at, e.g. 10,20,40")
     parser.add_argument("--measured", action="append", help="transition sweep(s) whose fitted K*(N) is drawn beside")
     parser.add_argument("--out", help="where predict.png/.csv go (default: <first sweep>/figures)")
-    defaults = Levels()
-    parser.add_argument("--icl-level", type=float, default=defaults.icl, help=f"ICL accuracy defining t_ICL (default {defaults.icl})")
-    parser.add_argument(
-        "--memorized-level", type=float, default=defaults.memorized,
-        help=f"IWL accuracy defining the memorization time (default {defaults.memorized})",
-    )
+    add_level_options(parser, LEVELS)
     parser.set_defaults(handler=run)
