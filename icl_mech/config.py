@@ -192,10 +192,10 @@ class TrainConfig(_ConfigDict):
     checkpoint_every: int = 250
     #: Stop early once ICL accuracy reaches this (None: never).
     stop_icl_acc: float | None = None
-    #: Stop early once IWL accuracy and train loss have plateaued over this many steps, a multiple
-    #: of eval_every (None: never). The whole rule is in icl_mech/stopping.py.
+    #: Stop early once IWL accuracy and train loss have set no new best over this many steps, a
+    #: multiple of eval_every (None: never). The whole rule is in icl_mech/stopping.py.
     stop_plateau_steps: int | None = None
-    #: Plateau: over stop_plateau_steps, IWL accuracy rose and train loss fell (relative) by less than this.
+    #: Plateau: over stop_plateau_steps, best IWL accuracy rose and best train loss fell (relative) by less than this.
     stop_plateau_tol: float = 0.01
     #: A plateau ends the run only with IWL accuracy at least this (not the chance plateau before ICL).
     stop_plateau_iwl_acc: float = 0.8

@@ -29,6 +29,16 @@ def test_flat_iwl_and_loss_over_the_window_end_the_run_as_memorization():
     assert stop_reason(history, RULE) == "memorization"
 
 
+def test_a_bouncing_loss_whose_best_still_falls_is_not_a_plateau():
+    # Measured shape (a K = 1024 run under Adam): the loss at t is above the loss at t - W, but
+    # the window reached a new lowest loss, so the run is still learning.
+    loss = [0.06, 0.044, 0.019, 0.028, 0.015, 0.011, 0.024]
+    history = _history([0.86, 0.874, 0.876, 0.875, 0.877, 0.885, 0.876], loss)
+    rule = TrainConfig(eval_every=100, stop_plateau_steps=400, stop_plateau_tol=0.01)
+    assert history[-1]["train_loss"] > history[2]["train_loss"]  # two rows W apart say "plateau"
+    assert stop_reason(history, rule) is None
+
+
 @pytest.mark.parametrize(
     ("iwl", "loss", "why"),
     [
