@@ -23,12 +23,9 @@ from collections.abc import Sequence
 
 from icl_mech.config import TrainConfig
 
-#: ``stop_reason`` values, as written to status.json.
-STOP_REASONS = ("icl", "memorization")
-
-
 def stop_reason(history: Sequence[dict[str, float]], train: TrainConfig) -> str | None:
-    """Why the run may end at the last row of ``history`` (its metrics rows, oldest first), or None."""
+    """Why the run may end at the last row of ``history`` (its metrics rows, oldest first):
+    ``"icl"``, ``"memorization"`` (as status.json records it), or None."""
     row = history[-1]
     if train.stop_icl_acc is not None and row["icl_acc"] >= train.stop_icl_acc:
         return "icl"

@@ -183,7 +183,7 @@ class Member:
     resumed: bool
     #: Metrics rows written so far (the stopping rule reads them).
     history: list[dict] = field(default_factory=list)
-    #: Why the run ended before its steps (``icl_mech.stopping.STOP_REASONS``), or None.
+    #: Why the run ended before its steps (``icl_mech.stopping.stop_reason``), or None.
     stop_reason: str | None = None
     done: bool = False
 
