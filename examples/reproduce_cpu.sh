@@ -70,6 +70,10 @@ icl-mech independence --run "$SWEEPS/transition_n20/K2048-seed0" --kinetics --ou
 # ... and the cross-ablation at every checkpoint of the run that has both (CSV + PNG).
 icl-mech independence --run "$SWEEPS/transience/weight_decay_attn0.1-seed0" --all-steps \
     --out "$FIGURES/independence" --quiet
+# ... and as paths into the MLP: what it reads from the query's own token, and from the head.
+for circuit in memorization-path icl-path; do
+    icl-mech ablate --run "$SWEEPS/transience/weight_decay_attn0.1-seed0" --circuit "$circuit" --step 6000
+done
 # Claim 7: the interleaved runs' induction circuit (scores per head; each head ablated).
 for run in interleaved/K4096-seed0 interleaved/K256-seed0; do
     icl-mech probe --run "$SWEEPS/$run" --quiet
@@ -78,3 +82,31 @@ for circuit in induction previous-token; do
     icl-mech ablate --run "$SWEEPS/interleaved/K4096-seed0" --circuit "$circuit"
 done
 echo "total: $((SECONDS - START)) s"
+
+# Claims 3b and 4 from converged runs (not timed yet on an idle machine). K* predicted before
+# training: t_ICL at K = inf (nothing to memorize) at each N, and the memorization law above.
+sweep kinf --grid K=inf --grid N=10,15,20,30,40 --grid seed=0..3 --set stop_icl_acc=0.95 \
+    --set steps=6000 --ensemble 4
+icl-mech predict --sweep "$SWEEPS/memorization" --sweep "$SWEEPS/kinf" --N 10,15,20,30,40 \
+    --out "$FIGURES/predict"
+# K*(N) from runs that end only once committed (ICL >= 0.95, or memorization plateaued over
+# 1000 steps with IWL >= 0.8), 3+ K per decade around each K*, 2 seeds.
+CONVERGED=(--set steps=30000 --set stop_icl_acc=0.95 --set stop_plateau_steps=1000 --grid seed=0..1 --ensemble 4)
+sweep converged_n10 --grid N=10 --grid K=128,256,...,4096 "${CONVERGED[@]}"
+sweep converged_n15 --grid N=15 --grid K=256,512,...,8192 "${CONVERGED[@]}"
+sweep converged_n20 --grid N=20 --grid K=256,512,...,16384 "${CONVERGED[@]}"
+sweep converged_n30 --grid N=30 --grid K=512,1024,...,32768 "${CONVERGED[@]}"
+sweep converged_n40 --grid N=40 --grid K=512,1024,...,65536 "${CONVERGED[@]}"
+icl-mech predict --sweep "$SWEEPS/memorization" --sweep "$SWEEPS/kinf" --N 10,15,20,30,40 \
+    --measured "$SWEEPS/converged_n10" --measured "$SWEEPS/converged_n15" --measured "$SWEEPS/converged_n20" \
+    --measured "$SWEEPS/converged_n30" --measured "$SWEEPS/converged_n40" --out "$FIGURES/predict_vs_converged"
+figures converged --sweep "$SWEEPS/converged_n10" --sweep "$SWEEPS/converged_n15" \
+    --sweep "$SWEEPS/converged_n20" --sweep "$SWEEPS/converged_n30" --sweep "$SWEEPS/converged_n40" \
+    --sweep "$SWEEPS/memorization"
+# Claim 4: 64 seeds at the K where about half the converged N = 20 runs end in ICL (set
+# BIMODAL_K to it after reading converged_n20's transition.csv); histogram, dip test, t_ICL tail.
+BIMODAL_K=${BIMODAL_K:-2048}
+sweep bimodal_n20 --grid K="$BIMODAL_K" --grid seed=0..63 --set steps=30000 --set stop_icl_acc=0.95 \
+    --set stop_plateau_steps=1000 --ensemble 8
+figures bimodal --sweep "$SWEEPS/bimodal_n20" --only icl_time
+echo "total with converged sweeps: $((SECONDS - START)) s"

@@ -230,6 +230,13 @@ class TrainConfig(_ConfigDict):
     checkpoint_every: int = 250
     #: Stop early once ICL accuracy reaches this (None: never).
     stop_icl_acc: float | None = None
+    #: Stop early once IWL accuracy and train loss have set no new best over this many steps, a
+    #: multiple of eval_every (None: never). The whole rule is in icl_mech/stopping.py.
+    stop_plateau_steps: int | None = None
+    #: Plateau: over stop_plateau_steps, best IWL accuracy rose and best train loss fell (relative) by less than this.
+    stop_plateau_tol: float = 0.01
+    #: A plateau ends the run only with IWL accuracy at least this (not the chance plateau before ICL).
+    stop_plateau_iwl_acc: float = 0.8
     #: Seed of the items, evaluation sets, data order and initialisation.
     seed: int = 0
     #: Sub-circuits kept at their initial weights ("attn", "mlp"): the kinetics probe retrains
@@ -259,6 +266,17 @@ class TrainConfig(_ConfigDict):
                 0 < self.stop_icl_acc <= 1,
                 f"stop_icl_acc must be in (0, 1] or None, got {self.stop_icl_acc!r}",
             )
+        if self.stop_plateau_steps is not None:
+            _require(
+                self.stop_plateau_steps > 0 and self.stop_plateau_steps % self.eval_every == 0,
+                f"stop_plateau_steps must be a positive multiple of eval_every ({self.eval_every}) "
+                f"or None, got {self.stop_plateau_steps!r}",
+            )
+        _require(self.stop_plateau_tol >= 0, f"stop_plateau_tol must be >= 0, got {self.stop_plateau_tol!r}")
+        _require(
+            0 <= self.stop_plateau_iwl_acc <= 1,
+            f"stop_plateau_iwl_acc must be in [0, 1], got {self.stop_plateau_iwl_acc!r}",
+        )
         frozen = (self.frozen,) if isinstance(self.frozen, str) else tuple(self.frozen)
         _require(
             set(frozen) <= set(FREEZABLE),

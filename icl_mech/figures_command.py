@@ -8,10 +8,31 @@ from pathlib import Path
 from icl_mech.analysis import FIGURES, make_figures
 from icl_mech.analysis.sweep_table import Levels
 
+#: The ``Levels`` fields a command may set, as ``--<field>-level``, and what each means.
+LEVEL_HELP = {
+    "icl": "ICL accuracy defining t_ICL",
+    "outcome": "final ICL accuracy separating ICL from memorizing outcomes",
+    "memorized": "IWL accuracy defining the memorization time",
+    "faded": "ICL accuracy below which acquired ICL has faded",
+}
+
+
+def add_level_options(parser: argparse.ArgumentParser, fields: dict[str, str]) -> None:
+    """A ``--<field>-level`` flag for each of ``fields`` (names of ``Levels`` fields -> help)."""
+    defaults = Levels()
+    for name, meaning in fields.items():
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name}-level", type=float, default=default, help=f"{meaning} (default {default})")
+
+
+def levels_from(args: argparse.Namespace, fields: dict[str, str]) -> Levels:
+    """The ``Levels`` the flags of ``add_level_options(parser, fields)`` set."""
+    return Levels(**{name: getattr(args, f"{name}_level") for name in fields})
+
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
-    levels = Levels(icl=args.icl_level, outcome=args.outcome_level, memorized=args.memorized_level, faded=args.faded_level)
+    levels = levels_from(args, LEVEL_HELP)
     for name, summary in make_figures(args.sweep, out, args.only, levels).items():
         print(f"{name}: {summary}")
     print(f"written to {out}")
@@ -31,18 +52,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
     parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
     parser.add_argument("--out", help="where figures go (default: <first sweep>/figures)")
-    defaults = Levels()
-    parser.add_argument("--icl-level", type=float, default=defaults.icl, help=f"ICL accuracy defining t_ICL (default {defaults.icl})")
-    parser.add_argument(
-        "--outcome-level", type=float, default=defaults.outcome,
-        help=f"final ICL accuracy separating ICL from memorizing outcomes (default {defaults.outcome})",
-    )
-    parser.add_argument(
-        "--memorized-level", type=float, default=defaults.memorized,
-        help=f"IWL accuracy defining the memorization time (default {defaults.memorized})",
-    )
-    parser.add_argument(
-        "--faded-level", type=float, default=defaults.faded,
-        help=f"ICL accuracy below which acquired ICL has faded (default {defaults.faded})",
-    )
+    add_level_options(parser, LEVEL_HELP)
     parser.set_defaults(handler=run)

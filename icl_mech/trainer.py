@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,9 +42,10 @@ from icl_mech.sampler import (
     stream_generator,
     training_pool,
 )
+from icl_mech.stopping import stop_reason
 
-#: Fields a resumed run may change: it can be trained longer, or stopped at another accuracy.
-RESUMABLE_CHANGES = ("steps", "stop_icl_acc")
+#: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
+RESUMABLE_CHANGES = ("steps", "stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
 
 
 def checkpoint_steps(total: int, every: int) -> list[int]:
@@ -206,8 +207,16 @@ class Member:
     start: int
     #: The start step's metrics and checkpoint are already on disk.
     resumed: bool
-    stopped_early: bool = False
+    #: Metrics rows written so far (the stopping rule reads them).
+    history: list[dict] = field(default_factory=list)
+    #: Why the run ended before its steps (``icl_mech.stopping.stop_reason``), or None.
+    stop_reason: str | None = None
     done: bool = False
+
+    @property
+    def stopped_early(self) -> bool:
+        """The stopping rule ended the run before its steps."""
+        return self.stop_reason is not None
 
 
 def open_member(
@@ -228,8 +237,9 @@ def open_member(
     data_rng = stream_generator(config.train.seed, "train", device)
     start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
     metrics = storage.read_json_lines(run_dir / storage.METRICS)
-    _write_run_dir(config, run_dir, [row for row in metrics if has_state and row["step"] <= start])
-    member = Member(config, run_dir, model, pool, eval_sets, data_rng, start, has_state)
+    kept_rows = [row for row in metrics if has_state and row["step"] <= start]
+    _write_run_dir(config, run_dir, kept_rows)
+    member = Member(config, run_dir, model, pool, eval_sets, data_rng, start, has_state, kept_rows)
     return member, optimizer_state
 
 
@@ -274,8 +284,8 @@ def train_members(
                         row[f"{set_name}_loss"], row[f"{set_name}_acc"] = evaluate(member.model, batch)
                     storage.append_json_line(member.run_dir / storage.METRICS, row)
                     bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
-                    stop_at = train_cfg.stop_icl_acc
-                    member.stopped_early = stop_at is not None and row["icl_acc"] >= stop_at and step < total
+                    member.history.append(row)
+                    member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 if fresh and (step in saves or member.stopped_early):
                     _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
                 if step >= total or member.stopped_early:
@@ -350,6 +360,7 @@ def _write_status(member: Member, step: int, seconds: float) -> None:
         {
             "last_step": step,
             "stopped_early": member.stopped_early,
+            "stop_reason": member.stop_reason,
             "seconds": round(seconds, 3),
             "steps_per_second": round((step - member.start) / seconds, 2) if seconds > 0 else None,
             "device": str(member.model.cfg.device),

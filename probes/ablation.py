@@ -8,7 +8,14 @@ reads. So a replacement reaches the logit through every downstream component exa
 trained model computes it (tests pin this to ``run_with_hooks`` on the full forward), and an
 ablated evaluation costs what an intact one does.
 
-Methods (what a site's activation is replaced with):
+A path site (``Site.senders``, the ``memorization-path`` and ``icl-path`` circuits) replaces not
+an activation but the senders' contributions to it: the MLP's input ``blocks.L.hook_mlp_in`` gets
+``replacement(sender) - sender`` added for each sender, with the sender's value taken live from
+the same pass. The residual stream that bypasses the MLP (``hook_resid_mid`` into
+``hook_resid_post``) is untouched, so only what the MLP reads changes. These hooks are not on
+the query path, so ``hooked_query_logits`` runs them through the full forward.
+
+Methods (what a site's activation, or a path's sender, is replaced with):
 - ``zero``: zeros.
 - ``mean``: its mean over the evaluated set, per position (the average sequence's activation).
 - ``resample``: its value on another sequence of the set (a fixed derangement), so the
@@ -28,11 +35,10 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from icl_mech.errors import ConfigError
-from icl_mech.model import query_logits
 from icl_mech.sampler import Batch
 from icl_mech.trainer import logistic_loss_and_accuracy
 from probes.circuits import Site
-from probes.query_only import FwdHook, query_activations
+from probes.query_only import FwdHook, hooked_query_logits, query_activations
 
 METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
@@ -58,6 +64,29 @@ def _zero(activation: Tensor, hook: HookPoint, head: int | None) -> Tensor:
     return _patch(activation, hook, torch.zeros_like(activation), head)
 
 
+def _record(activation: Tensor, hook: HookPoint, live: dict[str, Tensor]) -> None:
+    live[hook.name] = activation
+
+
+def _patch_path(
+    activation: Tensor, hook: HookPoint, senders: Sequence[str], live: dict[str, Tensor],
+    replacements: dict[str, Tensor],
+) -> Tensor:
+    """Swap each sender's contribution to ``activation`` for its replacement (zeros when it has
+    none). The query path keeps only the query position from the last block's ``hook_resid_mid``
+    on, so the senders' trailing positions line up with the receiver's."""
+    for sender in senders:
+        current = live[sender]
+        delta = replacements[sender] - current if sender in replacements else -current
+        activation = activation + delta[:, -activation.shape[1]:]
+    return activation
+
+
+def replaced_names(sites: Sequence[Site]) -> list[str]:
+    """The hooks whose values the replacements are made from: each site's, or its senders'."""
+    return sorted({name for site in sites for name in (site.senders or (site.hook_name,))})
+
+
 def _replacement_hooks(
     cache: dict[str, Tensor], sites: Sequence[Site], method: str, n_seq: int, seed: int
 ) -> list[FwdHook]:
@@ -69,10 +98,14 @@ def _replacement_hooks(
         replacements = {name: value[order.to(value.device)] for name, value in cache.items()}
     else:  # zero: the hook's shape is only known at run time
         replacements = {}
-    hooks = []
+    live: dict[str, Tensor] = {}
+    senders = sorted({sender for site in sites for sender in site.senders})
+    hooks: list[FwdHook] = [(sender, partial(_record, live=live)) for sender in senders]
     for site in sites:
         replacement = replacements.get(site.hook_name)
-        if replacement is None:
+        if site.senders:
+            hook = partial(_patch_path, senders=site.senders, live=live, replacements=replacements)
+        elif replacement is None:
             hook = partial(_zero, head=site.head)
         else:
             hook = partial(_patch, replacement=replacement, head=site.head)
@@ -90,18 +123,9 @@ def ablation_hooks(
 ) -> list[FwdHook]:
     """Forward hooks that replace every site's activation on ``batch`` by ``method``."""
     _check_method(method)
-    names = [] if method == "zero" else sorted({site.hook_name for site in sites})
+    names = [] if method == "zero" else replaced_names(sites)
     _, cache = query_activations(model, batch, names)
     return _replacement_hooks(cache, sites, method, len(batch), seed)
-
-
-@torch.no_grad()
-def hooked_query_logits(
-    model: HookedTransformer, batch: Batch, hooks: Sequence[FwdHook] = ()
-) -> Float[Tensor, " batch"]:
-    """The query logit with ``hooks`` attached."""
-    with model.hooks(fwd_hooks=list(hooks)):
-        return query_logits(model, batch.tokens)
 
 
 def ablated_query_logits(
@@ -121,7 +145,7 @@ def ablation_effect(
     Keys: ``icl_acc``, ``icl_acc_ablated``, ``icl_loss``, ``icl_loss_ablated`` and the same for iwl.
     """
     _check_method(method)
-    names = [] if method == "zero" else sorted({site.hook_name for site in sites})
+    names = [] if method == "zero" else replaced_names(sites)
     row = {}
     for name in EVAL_SETS:
         batch = eval_sets[name]

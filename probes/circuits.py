@@ -2,7 +2,8 @@
 
 A circuit is a list of ``Site``s: a hook name, plus a head index when the site is one attention
 head's output (``blocks.L.attn.hook_z`` holds every head separately, so any set of heads in any
-layers can be ablated alone). ``CIRCUITS`` maps each circuit name to the function that finds its
+layers can be ablated alone), or plus the senders whose contribution to it is replaced when the
+site is a path (an edge into an MLP: what the MLP reads from them, nothing else). ``CIRCUITS`` maps each circuit name to the function that finds its
 sites in a model; the ``--circuit`` choices of the commands are its keys, so a new circuit (say a
 previous-token head) is one new entry here.
 """
@@ -36,8 +37,13 @@ class Site:
     hook_name: str
     #: Head index for ``hook_z`` sites (dimension -2 of the activation); None for a whole hook.
     head: int | None = None
+    #: For a path site: the hooks whose contribution to ``hook_name`` (a ``hook_mlp_in``) is
+    #: replaced, the rest of it kept; empty for an ordinary site.
+    senders: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        if self.senders:
+            return f"{self.hook_name} <- {' + '.join(self.senders)}"
         return self.hook_name if self.head is None else f"{self.hook_name}[head {self.head}]"
 
 
@@ -105,13 +111,37 @@ def previous_token_sites(model: HookedTransformer, batch: Batch, heads: Sequence
     return head_sites(model, detect_heads(model, batch, "label_previous_token", layers=below_last))
 
 
+def _check_mlp(model: HookedTransformer, heads: Sequence[Head] | None, circuit: str) -> None:
+    if heads:
+        raise ConfigError(f"--heads selects attention heads; the {circuit} circuit is every MLP layer")
+    if model.cfg.attn_only:
+        raise RunError(f"the {circuit} circuit does not exist: this run's model is attention-only")
+
+
 def mlp_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
     """Every MLP layer's output (the memorizing path)."""
-    if heads:
-        raise ConfigError("--heads selects attention heads; the mlp circuit is every MLP layer")
-    if model.cfg.attn_only:
-        raise RunError("the mlp circuit does not exist: this run's model is attention-only")
+    _check_mlp(model, heads, "mlp")
     return [Site(get_act_name("mlp_out", layer)) for layer in range(model.cfg.n_layers)]
+
+
+def memorization_path_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
+    """What every MLP reads directly from the token's own input (``blocks.0.hook_resid_pre``,
+    carried to it by the residual stream): in one layer, the MLP computes
+    MLP(LN2(resid_pre[other] + attn_out)) while its attention input and the bypass stay intact."""
+    _check_mlp(model, heads, "memorization-path")
+    embedding = get_act_name("resid_pre", 0)
+    return [Site(get_act_name("mlp_in", layer), senders=(embedding,)) for layer in range(model.cfg.n_layers)]
+
+
+def icl_path_sites(model: HookedTransformer, batch: Batch, heads: Sequence[Head] | None) -> list[Site]:
+    """What every MLP reads directly from the attention outputs of its own and earlier layers
+    (``blocks.l.hook_attn_out``): in one layer, MLP(LN2(resid_pre + attn_out[other])), the head's
+    output kept on the residual stream that bypasses the MLP."""
+    _check_mlp(model, heads, "icl-path")
+    return [
+        Site(get_act_name("mlp_in", layer), senders=tuple(get_act_name("attn_out", l) for l in range(layer + 1)))
+        for layer in range(model.cfg.n_layers)
+    ]
 
 
 CircuitFinder = Callable[[HookedTransformer, Batch, Sequence[Head] | None], list[Site]]
@@ -121,6 +151,8 @@ CIRCUITS: dict[str, CircuitFinder] = {
     "induction": induction_sites,
     "mlp": mlp_sites,
     "previous-token": previous_token_sites,
+    "memorization-path": memorization_path_sites,
+    "icl-path": icl_path_sites,
 }
 
 

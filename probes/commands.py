@@ -165,7 +165,7 @@ def run_independence(args: argparse.Namespace) -> int:
         panels = [
             ("ICL accuracy", [c for c in table.columns if c.startswith("icl_acc")]),
             ("IWL accuracy", [c for c in table.columns if c.startswith("iwl_acc")]),
-            ("interaction / |logit|", ["icl_interaction", "iwl_interaction"]),
+            ("interaction / |logit|", [c for c in table.columns if c.endswith("interaction")]),
         ]
         _save(table, run, args, "independence", lambda path: plot_columns(table, panels, run.path.name, path))
     return 0
@@ -191,8 +191,10 @@ def register_ablate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--circuit", required=True, choices=sorted(CIRCUITS),
         help="induction: the attention head(s) that read the query's label from the context; "
-        "mlp: every MLP layer (the memorizing path); previous-token (interleaved runs): the "
-        "head(s) below the last layer that copy each label token's item into it",
+        "mlp: every MLP layer's output; memorization-path: what each MLP reads from the token's "
+        "own input (blocks.0.hook_resid_pre), its attention input kept; icl-path: what each MLP "
+        "reads from the attention outputs, its own stream kept; previous-token (interleaved "
+        "runs): the head(s) below the last layer that copy each label token's item into it",
     )
     _add_circuit_options(parser)
     _add_common(parser)
@@ -213,8 +215,9 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
 def register_independence(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "independence", help="are the induction and MLP sub-circuits independent?",
-        description="Cross-ablation matrix and additivity of the two circuits' logit contributions "
-        "(at the last step, or over training with --all-steps), a one-line verdict, and with "
+        description="Cross-ablation matrix and additivity of the two circuits' logit contributions, "
+        "as components (head, MLP) and as paths into the MLP (icl-path, memorization-path), at the "
+        "last step or over training with --all-steps; a verdict line for each, and with "
         "--kinetics the learning curves retrained without the MLP or with a sub-circuit frozen.",
     )
     _add_circuit_options(parser)

@@ -5,6 +5,9 @@
 (b) Additivity: the interaction term logit(full) - logit(no induction) - logit(no mlp) +
     logit(neither), mean |.| relative to mean |logit(full)|. It is zero when each circuit's
     contribution to the logit does not depend on the other's presence.
+Both also at the level of paths into the MLP (``memorization-path``: what it reads from the
+token's own stream; ``icl-path``: what it reads from attention), because in these models the
+MLP is also the head's readout, so removing the whole MLP removes both abilities.
 The third way, learning kinetics with one circuit removed or frozen, retrains and lives in
 ``probes.kinetics``.
 """
@@ -27,14 +30,23 @@ from probes.ablation import EVAL_SETS, ablated_query_logits
 from probes.circuits import Head, Site
 from probes.over_time import final_sites, over_checkpoints
 
-#: The two circuits whose independence is tested.
+#: The two circuits whose independence is tested, as components and as paths into the MLP.
 CIRCUIT_PAIR = ("induction", "mlp")
+PATH_PAIR = ("icl-path", "memorization-path")
 #: Condition name -> circuits ablated in it.
 CONDITIONS: dict[str, tuple[str, ...]] = {
     "full": (),
     "no_induction": ("induction",),
     "no_mlp": ("mlp",),
     "neither": CIRCUIT_PAIR,
+    "no_icl_path": ("icl-path",),
+    "no_memorization_path": ("memorization-path",),
+    "no_paths": PATH_PAIR,
+}
+#: Interaction term name -> (condition without the ICL side, without the IWL side, without both).
+INTERACTIONS = {
+    "interaction": ("no_induction", "no_mlp", "neither"),
+    "path_interaction": ("no_icl_path", "no_memorization_path", "no_paths"),
 }
 #: An ablation may move the other circuit's accuracy by this much and still count as sparing it.
 SPARED = 0.05
@@ -57,7 +69,8 @@ def condition_logits(
 def independence_at(
     model: HookedTransformer, eval_sets: dict[str, Batch], sites: dict[str, list[Site]], method: str
 ) -> dict[str, float]:
-    """Cross-ablation accuracies ``{set}_acc[_{condition}]`` and ``{set}_interaction`` for ICL and IWL."""
+    """Cross-ablation accuracies ``{set}_acc[_{condition}]``, ``{set}_interaction`` and
+    ``{set}_path_interaction`` for ICL and IWL."""
     row = {}
     for name in EVAL_SETS:
         batch = eval_sets[name]
@@ -65,8 +78,9 @@ def independence_at(
         for condition, values in logits.items():
             suffix = "" if condition == "full" else f"_{condition}"
             row[f"{name}_acc{suffix}"] = logistic_loss_and_accuracy(values, batch.targets)[1].item()
-        interaction = logits["full"] - logits["no_induction"] - logits["no_mlp"] + logits["neither"]
-        row[f"{name}_interaction"] = (interaction.abs().mean() / logits["full"].abs().mean()).item()
+        for term, (no_icl, no_iwl, neither) in INTERACTIONS.items():
+            interaction = logits["full"] - logits[no_icl] - logits[no_iwl] + logits[neither]
+            row[f"{name}_{term}"] = (interaction.abs().mean() / logits["full"].abs().mean()).item()
     return row
 
 
@@ -80,42 +94,54 @@ def independence_run(
 ) -> pd.DataFrame:
     """``independence_at`` at every step (circuits found in the last checkpoint)."""
     eval_sets = run.eval_sets(device)
-    sites = final_sites(run, {"induction": heads, "mlp": None}, eval_sets, device)
+    circuits = {"induction": heads} | {name: None for name in ("mlp", *PATH_PAIR)}
+    sites = final_sites(run, circuits, eval_sets, device)
     return over_checkpoints(
         run, lambda model: independence_at(model, eval_sets, sites, method), steps, device, progress, "independence"
     )
 
 
-def verdict(row: dict[str, float] | pd.Series) -> str:
-    """One line: independent or entangled, with the numbers that decide it."""
-    icl_cost = row["icl_acc"] - row["icl_acc_no_induction"]
-    iwl_side = row["iwl_acc_no_induction"] - row["iwl_acc"]
-    iwl_cost = row["iwl_acc"] - row["iwl_acc_no_mlp"]
-    icl_side = row["icl_acc_no_mlp"] - row["icl_acc"]
-    interaction = max(row["icl_interaction"], row["iwl_interaction"])
+def _verdict(row: dict[str, float] | pd.Series, term: str, icl_side: str, iwl_side: str) -> str:
+    """Independent or entangled, from the two ablations named by ``INTERACTIONS[term]``."""
+    no_icl, no_iwl, _ = (f"_{c}" for c in INTERACTIONS[term])
+    icl_cost = row["icl_acc"] - row[f"icl_acc{no_icl}"]
+    iwl_moved = row[f"iwl_acc{no_icl}"] - row["iwl_acc"]
+    iwl_cost = row["iwl_acc"] - row[f"iwl_acc{no_iwl}"]
+    icl_moved = row[f"icl_acc{no_iwl}"] - row["icl_acc"]
+    interaction = max(row[f"icl_{term}"], row[f"iwl_{term}"])
     problems = []
-    if abs(iwl_side) > SPARED:
-        problems.append("ablating induction moves IWL")
-    if abs(icl_side) > SPARED:
-        problems.append("ablating the MLP moves ICL")
+    if abs(iwl_moved) > SPARED:
+        problems.append(f"ablating {icl_side} moves IWL")
+    if abs(icl_moved) > SPARED:
+        problems.append(f"ablating {iwl_side} moves ICL")
     if interaction > ADDITIVE:
         problems.append("the logits do not add")
     label = "independent" if not problems else f"entangled ({'; '.join(problems)})"
     return (
-        f"step {int(row['step'])}: {label}: ablating induction costs ICL {icl_cost:+.2f} and moves "
-        f"IWL {iwl_side:+.2f}; ablating the MLP costs IWL {iwl_cost:+.2f} and moves ICL "
-        f"{icl_side:+.2f}; interaction {interaction:.2f} of |logit| "
-        f"(ICL {row['icl_acc']:.2f}, IWL {row['iwl_acc']:.2f} intact)"
+        f"{label}: ablating {icl_side} costs ICL {icl_cost:+.2f} and moves IWL {iwl_moved:+.2f}; "
+        f"ablating {iwl_side} costs IWL {iwl_cost:+.2f} and moves ICL {icl_moved:+.2f}; "
+        f"interaction {interaction:.2f} of |logit|"
+    )
+
+
+def verdict(row: dict[str, float] | pd.Series) -> str:
+    """Two lines, components then paths into the MLP: independent or entangled, with the numbers
+    that decide it."""
+    components = _verdict(row, "interaction", "induction", "the MLP")
+    paths = _verdict(row, "path_interaction", "the icl path", "the memorization path")
+    return (
+        f"step {int(row['step'])}: {components} (ICL {row['icl_acc']:.2f}, IWL {row['iwl_acc']:.2f} intact)\n"
+        f"step {int(row['step'])}, paths into the MLP: {paths}"
     )
 
 
 def cross_ablation_matrix(row: dict[str, float] | pd.Series) -> pd.DataFrame:
     """One checkpoint's accuracies as a matrix: conditions down, ICL and IWL across, plus the
-    interaction term (relative to |logit|) as the last row."""
+    interaction terms (relative to |logit|) as the last rows."""
     matrix = {
         name.upper(): [row[f"{name}_acc" + ("" if c == "full" else f"_{c}")] for c in CONDITIONS]
-        + [row[f"{name}_interaction"]]
+        + [row[f"{name}_{term}"] for term in INTERACTIONS]
         for name in EVAL_SETS
     }
-    index = [c.replace("_", " ") for c in CONDITIONS] + ["interaction"]
+    index = [c.replace("_", " ") for c in [*CONDITIONS, *INTERACTIONS]]
     return pd.DataFrame(matrix, index=index)

@@ -2,9 +2,13 @@
 
 Two ways, both through the model's own hook points:
 
-- ``query_activations``: the trainer's query path (``icl_mech.model.query_logits``), which runs
-  earlier blocks in full and the last block at the query only, with the activations at chosen
-  hooks recorded on the way. As cheap as one evaluation; the last block's hooks hold pos 1.
+- ``hooked_query_logits`` / ``query_activations``: the trainer's query path
+  (``icl_mech.model.query_logits``), which runs earlier blocks in full and the last block at the
+  query only, with hooks attached. As cheap as one evaluation; the last block's hooks hold pos 1.
+  When a hook is one that path does not call (the last block's ``hook_attn_out``,
+  ``hook_resid_mid``, ``hook_mlp_in``, ...: path ablations need them), the same call runs the
+  full forward with ``query_only_hooks`` and ``hook_mlp_in`` switched on instead, so every hook
+  fires and the last block's still hold the query position only.
 - ``query_only_hooks``: for the full forward (``run_with_cache``), when whole attention patterns
   of the last layer are wanted. After the last block's attention each position's residual stream
   only feeds its own MLP, final LayerNorm and unembedding, so every position but the query's is
@@ -13,7 +17,8 @@ Two ways, both through the model's own hook points:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from jaxtyping import Float
@@ -21,25 +26,59 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from icl_mech.model import query_logits
+from icl_mech.model import full_query_logits, query_logits
 from icl_mech.sampler import Batch
 
 FwdHook = tuple[str, Callable]
 
+#: The last block's hooks that ``query_logits`` calls (earlier blocks run whole: all of theirs).
+QUERY_PATH_LAST_BLOCK = ("hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "hook_mlp_out")
+
+
+def on_query_path(model: HookedTransformer, name: str) -> bool:
+    """Whether ``query_logits`` calls hook ``name`` (``hook_mlp_in`` only exists when switched on)."""
+    last = f"blocks.{model.cfg.n_layers - 1}."
+    if name.startswith(last):
+        return name.removeprefix(last) in QUERY_PATH_LAST_BLOCK
+    return name.startswith("blocks.") and not name.endswith("hook_mlp_in")
+
+
+@contextmanager
+def mlp_in_hooks(model: HookedTransformer) -> Iterator[None]:
+    """``blocks.L.hook_mlp_in`` (what each MLP reads, before its LayerNorm) fires inside the block."""
+    was = model.cfg.use_hook_mlp_in
+    model.set_use_hook_mlp_in(True)
+    try:
+        yield
+    finally:
+        model.set_use_hook_mlp_in(was)
+
 
 @torch.no_grad()
+def hooked_query_logits(
+    model: HookedTransformer, batch: Batch, hooks: Sequence[FwdHook] = ()
+) -> Float[Tensor, " batch"]:
+    """The query logit with ``hooks`` attached: on the query path when it calls every hooked
+    name, else through the full forward (from ``blocks.{last}.hook_resid_mid`` on at the query only)."""
+    hooks = list(hooks)
+    if all(on_query_path(model, name) for name, _ in hooks):
+        with model.hooks(fwd_hooks=hooks):
+            return query_logits(model, batch.tokens)
+    with mlp_in_hooks(model), model.hooks(fwd_hooks=query_only_hooks(model) + hooks):
+        return full_query_logits(model, batch.tokens)
+
+
 def query_activations(
     model: HookedTransformer, batch: Batch, names: Sequence[str]
 ) -> tuple[Float[Tensor, " batch"], dict[str, Tensor]]:
-    """The query logit and the activations at hook ``names`` on the way, in one query-path pass
-    (the last block's at the query position only)."""
+    """The query logit and the activations at hook ``names`` on the way, in one pass (the last
+    block's at the query position only, except its attention's inputs and outputs on the full forward)."""
     cache: dict[str, Tensor] = {}
 
     def keep(activation: Tensor, hook: HookPoint) -> None:
         cache[hook.name] = activation.clone()
 
-    with model.hooks(fwd_hooks=[(name, keep) for name in names]):
-        logits = query_logits(model, batch.tokens)
+    logits = hooked_query_logits(model, batch, [(name, keep) for name in names])
     return logits, cache
 
 

@@ -35,3 +35,17 @@ def test_ablating_the_mlp_removes_memorization(memorizing_run):
     row = table.iloc[-1]
     assert row.iwl_acc >= 0.9
     assert row.iwl_acc_ablated <= 0.6
+
+
+def test_path_ablations_split_icl_from_iwl_where_the_whole_mlp_cannot(both_run):
+    # Measured on the shipped transient run at step 6000 (docs/PROBES.md), resample: ablating
+    # the whole MLP takes both abilities (ICL 0.88 -> 0.53, IWL 0.85 -> 0.48); as paths, what
+    # the MLP reads from the query's own token carries IWL only (ICL 0.88, IWL 0.50) and what it
+    # reads from the head carries ICL only (ICL 0.52, IWL 0.84).
+    step = [both_run.steps[-1]]
+    memorization, sites = ablate_run(both_run, "memorization-path", "resample", steps=step, progress=False)
+    assert [str(site) for site in sites] == ["blocks.0.hook_mlp_in <- blocks.0.hook_resid_pre"]
+    icl_path, _ = ablate_run(both_run, "icl-path", "resample", steps=step, progress=False)
+    memorization, icl_path = memorization.iloc[-1], icl_path.iloc[-1]
+    assert memorization.iwl_acc_ablated <= 0.55 and abs(memorization.icl_acc_ablated - memorization.icl_acc) <= 0.02
+    assert icl_path.icl_acc_ablated <= 0.55 and abs(icl_path.iwl_acc_ablated - icl_path.iwl_acc) <= 0.02

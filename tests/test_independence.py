@@ -19,7 +19,10 @@ def test_cross_ablation_matrix_of_a_run_with_both_icl_and_iwl(both_run):
     table = independence_run(both_run, "resample", steps=[both_run.steps[-1]], progress=False)
     row = table.iloc[-1]
     matrix = cross_ablation_matrix(row)
-    assert list(matrix.index) == ["full", "no induction", "no mlp", "neither", "interaction"]
+    assert list(matrix.index) == [
+        "full", "no induction", "no mlp", "neither", "no icl path", "no memorization path", "no paths",
+        "interaction", "path interaction",
+    ]
     assert row.icl_acc > 0.8 and row.iwl_acc > 0.8
     # Measured (docs/PROBES.md): ablating the head removes ICL and spares IWL; ablating the MLP
     # removes IWL and ICL with it (the head's label reaches the logit through the MLP), so the
@@ -30,6 +33,13 @@ def test_cross_ablation_matrix_of_a_run_with_both_icl_and_iwl(both_run):
     assert row.icl_acc_no_mlp <= 0.6
     assert min(row.icl_interaction, row.iwl_interaction) > 0.3
     assert "entangled (ablating the MLP moves ICL" in verdict(row)
+    # As paths into the MLP the two split (docs/PROBES.md): the memorization path carries IWL
+    # and not ICL, the icl path ICL and not IWL.
+    assert row.iwl_acc_no_memorization_path <= 0.6
+    assert abs(row.icl_acc_no_memorization_path - row.icl_acc) <= 0.05
+    assert row.icl_acc_no_icl_path <= 0.6
+    assert abs(row.iwl_acc_no_icl_path - row.iwl_acc) <= 0.05
+    assert "paths into the MLP: independent" in verdict(row) or "paths into the MLP: entangled (the logits" in verdict(row)
 
 
 def test_kinetics_retrains_each_variant_from_the_same_start(tmp_path):

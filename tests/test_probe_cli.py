@@ -72,7 +72,9 @@ def test_independence_prints_the_matrix_and_a_verdict(memorizing_run, capsys):
     assert main(["independence", "--run", str(memorizing_run.path), "--quiet"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("no mlp") for line in out)
-    assert out[-1].startswith(f"step {memorizing_run.steps[-1]}: ") and "interaction" in out[-1]
+    assert any(line.startswith("no memorization path") for line in out)
+    assert out[-2].startswith(f"step {memorizing_run.steps[-1]}: ") and "interaction" in out[-2]
+    assert out[-1].startswith(f"step {memorizing_run.steps[-1]}, paths into the MLP: ")
 
 
 def test_a_named_step_is_the_one_probed_and_viz_writes_it(tmp_path, capsys):

@@ -133,3 +133,36 @@ def test_probe_summary_adds_the_induction_circuit_scores_on_interleaved_runs():
     paired = preset("cpu").override(K=64, eval_size=64)
     paired_row = probe_summary(build_model(paired), make_eval_sets(paired.task, training_pool(paired.task, 0), 0))
     assert "induction_chance" not in paired_row and "match_L0H0" in paired_row
+
+
+def test_both_paths_into_an_mlp_together_resample_its_whole_output(model, batch):
+    # MLP0 reads resid_pre + attn_out; swapping both contributions for another sequence's makes
+    # it read that sequence's input, so it writes that sequence's output: the same logit as
+    # resampling blocks.0.hook_mlp_out (which runs on the query path, the paths on the full forward).
+    paths = [circuit_sites(name, model, batch)[0] for name in ("memorization-path", "icl-path")]
+    assert [site.senders for site in paths] == [("blocks.0.hook_resid_pre",), ("blocks.0.hook_attn_out",)]
+    torch.testing.assert_close(
+        ablated_query_logits(model, batch, paths, "resample"),
+        ablated_query_logits(model, batch, [Site(get_act_name("mlp_out", 0))], "resample"),
+        atol=1e-4, rtol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("circuit", ["memorization-path", "icl-path"])
+def test_a_path_ablation_changes_what_the_mlp_reads_and_not_the_stream_around_it(model, batch, circuit):
+    names = [get_act_name("resid_mid", 0), get_act_name("mlp_in", 0), get_act_name("resid_pre", 1)]
+    _, clean = query_activations(model, batch, names)
+    with model.hooks(fwd_hooks=ablation_hooks(model, batch, circuit_sites(circuit, model, batch)[:1], "resample")):
+        _, patched = query_activations(model, batch, names)
+    mid, mlp_in, post = names
+    torch.testing.assert_close(patched[mid], clean[mid])
+    assert not torch.allclose(patched[mlp_in], clean[mlp_in], atol=1e-3)
+    assert not torch.allclose(patched[post], clean[post], atol=1e-3)  # the MLP's output did change
+
+
+def test_path_circuits_need_an_mlp_and_take_no_heads(model, batch):
+    with pytest.raises(ConfigError, match="--heads"):
+        circuit_sites("icl-path", model, batch, [(0, 0)])
+    attn_only = build_model(CONFIG.override(attn_only=True))
+    with pytest.raises(RunError, match="memorization-path circuit does not exist"):
+        circuit_sites("memorization-path", attn_only, batch)

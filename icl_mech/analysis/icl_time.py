@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from icl_mech.analysis.bimodality import MIN_VALUES, dip_test
 from icl_mech.analysis.plotting import MissingRuns, save
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 
@@ -16,7 +17,8 @@ from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_l
 def icl_time_table(table: pd.DataFrame, levels: Levels) -> pd.DataFrame:
     """Per condition and K: seeds, how many ended in ICL (final ICL accuracy >= levels.outcome),
     and t_ICL's median, 90th percentile and max over the seeds that reached it (tail = p90 /
-    median). ``bimodal``: the seeds split both ways."""
+    median). ``bimodal``: the seeds split both ways; ``dip`` and ``dip_p``: Hartigan's dip test of
+    the final ICL accuracies (4 or more seeds; a small ``dip_p`` rejects one mode)."""
     by = [*condition_columns(table), "K"]
     rows = []
     for key, runs in table.groupby(by, sort=True):
@@ -25,6 +27,7 @@ def icl_time_table(table: pd.DataFrame, levels: Levels) -> pd.DataFrame:
         icl = int((runs.icl_acc >= levels.outcome).sum())
         median = float(times.median()) if len(times) else np.nan
         p90 = float(np.percentile(times, 90)) if len(times) else np.nan
+        dip = dip_test(runs.icl_acc.to_numpy()) if len(runs) >= MIN_VALUES else None
         rows.append({
             **values,
             "condition": condition_label({k: v for k, v in values.items() if k != "K"}),
@@ -36,6 +39,8 @@ def icl_time_table(table: pd.DataFrame, levels: Levels) -> pd.DataFrame:
             "t_icl_p90": p90,
             "t_icl_max": float(times.max()) if len(times) else np.nan,
             "tail_ratio": p90 / median if median > 0 else np.nan,
+            "dip": dip.dip if dip else np.nan,
+            "dip_p": dip.p_value if dip else np.nan,
         })
     return pd.DataFrame(rows)
 
@@ -64,8 +69,10 @@ def icl_time_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     outcomes.set_ylabel("final ICL accuracy (one dot per seed)")
     save(figure, summary, out_dir, "icl_time")
     split = summary[summary.bimodal]
+    dips = summary.dropna(subset=["dip"])
     return (
         f"t_ICL median {reached.t_icl.median():.0f}, p90 {np.percentile(reached.t_icl, 90):.0f}, "
         f"max {reached.t_icl.max():.0f} over {len(reached)} runs; bimodal at K="
         + (", ".join(f"{k:.0f}" for k in split.K) or "none")
+        + "".join(f"; dip test K={d.K:.0f}: dip {d.dip:.3f}, p {d.dip_p:.3f} ({d.seeds} seeds)" for d in dips.itertuples())
     )

@@ -34,6 +34,8 @@ class Levels:
     #: Memorization exponent used for the predicted K*(N) slope when no memorization runs exist.
     paper_nu: float = 0.7
 
+#: The stopping rule's fields (icl_mech/stopping.py): when a run ends, not what it learns.
+STOP_FIELDS = ("stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
 #: Fields that identify runs of one curve point; every other varying field separates conditions.
 POINT_FIELDS = ("K", "seed")
 
@@ -93,7 +95,7 @@ def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.Dat
 
 def condition_columns(table: pd.DataFrame) -> list[str]:
     """Config fields that vary across the table other than K and seed (and run bookkeeping)."""
-    bookkeeping = set(POINT_FIELDS) | {"run", "final_step", "icl_acc", "iwl_acc", "train_acc", "t_icl", "steps", "stop_icl_acc"}
+    bookkeeping = set(POINT_FIELDS) | {"run", "final_step", "icl_acc", "iwl_acc", "train_acc", "t_icl", "steps"} | set(STOP_FIELDS)
     return [c for c in table.columns if c not in bookkeeping and table[c].astype(str).nunique() > 1]
 
 

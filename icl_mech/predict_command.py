@@ -1,0 +1,62 @@
+"""``icl-mech predict``: K*(N) from memorization and K = infinity runs, before any run near K*."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from icl_mech.analysis.prediction import prediction_figure
+from icl_mech.analysis.sweep_table import load_sweeps
+from icl_mech.errors import ConfigError
+from icl_mech.figures_command import LEVEL_HELP, add_level_options, levels_from
+
+#: The accuracy levels the prediction reads runs with.
+LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "memorized")}
+
+
+def parse_n_values(text: str) -> list[int]:
+    """``"10,20,40"`` -> ``[10, 20, 40]`` (the ``--N`` flag)."""
+    values = [part.strip() for part in text.split(",")]
+    if not all(value.isdigit() and int(value) > 1 for value in values):
+        raise ConfigError(f"--N expects context lengths (integers > 1) such as 10,20,40; got {text!r}")
+    return [int(value) for value in values]
+
+
+def run(args: argparse.Namespace) -> int:
+    n_values = parse_n_values(args.N)
+    levels = levels_from(args, LEVELS)
+    table = load_sweeps(args.sweep, levels)
+    measured = load_sweeps(args.measured, levels) if args.measured else None
+    out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a directory")
+    result = prediction_figure(table, n_values, out, levels, measured)
+    for row in result.itertuples():
+        line = (
+            f"N={row.N}: t_ICL {row.t_icl:.0f} -> predicted K* {row.K_star_predicted:.0f} "
+            f"[{row.K_star_predicted_low:.0f}, {row.K_star_predicted_high:.0f}]"
+        )
+        if measured is not None:
+            line += f"; measured K* {row.K_star:.0f} [{row.K_star_low:.0f}, {row.K_star_high:.0f}]"
+        print(line)
+    print(f"nu {result.nu.iloc[0]:.3f}, A {result.prefactor.iloc[0]:.3g}; written to {out / 'predict.png'} and .csv")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="predict K*(N) from memorization and K=inf runs (the kinetic argument)",
+        description="ICL wins when it is learned before the items are memorized: fit the memorization "
+        "time I_K = A K^nu on frozen-attention runs, take t_ICL(N) (median over seeds) from K=inf "
+        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95%% interval. Writes predict.png and "
+        "predict.csv; with --measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
+    )
+    parser.add_argument(
+        "--sweep", action="append", required=True,
+        help="sweep directory holding frozen-attention runs (frozen=attn) and K=inf runs at each N (repeatable: pooled)",
+    )
+    parser.add_argument("--N", required=True, help="context lengths to predict K* at, e.g. 10,20,40")
+    parser.add_argument("--measured", action="append", help="transition sweep(s) whose fitted K*(N) is drawn beside")
+    parser.add_argument("--out", help="where predict.png/.csv go (default: <first sweep>/figures)")
+    add_level_options(parser, LEVELS)
+    parser.set_defaults(handler=run)

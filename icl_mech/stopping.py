@@ -1,0 +1,42 @@
+"""The stopping rule: a run ends before its budget once it has committed to an outcome.
+
+Checked at every evaluation step t (the metrics rows up to t; ``W = stop_plateau_steps``), in
+this order:
+
+1. ICL: ICL accuracy at t >= ``stop_icl_acc``.
+2. Memorization: W is set, the rows reach back to t - W, IWL accuracy at t >=
+   ``stop_plateau_iwl_acc``, and the last W steps set no new best: their highest IWL accuracy
+   exceeds the highest before by less than ``stop_plateau_tol``, and their lowest train loss is
+   below the lowest before by less than ``stop_plateau_tol`` of it.
+
+Bests rather than two single evaluations, because under Adam the train loss bounces between
+evaluations (0.019, 0.028, 0.015, 0.024 at steps 1750 to 2750 of a K = 1024 run whose lowest
+loss was still falling): comparing the rows at t - W and t stopped that run while it learned.
+
+A run that meets neither by ``steps`` ends uncommitted. The IWL floor of rule 2 keeps the
+loss plateau before ICL appears (IWL and train loss flat at chance) from counting as committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from icl_mech.config import TrainConfig
+
+def stop_reason(history: Sequence[dict[str, float]], train: TrainConfig) -> str | None:
+    """Why the run may end at the last row of ``history`` (its metrics rows, oldest first):
+    ``"icl"``, ``"memorization"`` (as status.json records it), or None."""
+    row = history[-1]
+    if train.stop_icl_acc is not None and row["icl_acc"] >= train.stop_icl_acc:
+        return "icl"
+    if train.stop_plateau_steps is None or row["iwl_acc"] < train.stop_plateau_iwl_acc:
+        return None
+    step = row["step"]
+    before = [old for old in history if old["step"] <= step - train.stop_plateau_steps]
+    if not before:
+        return None
+    recent = [new for new in history if new["step"] > step - train.stop_plateau_steps]
+    iwl_rise = max(r["iwl_acc"] for r in recent) - max(r["iwl_acc"] for r in before)
+    best_loss = min(r["train_loss"] for r in before)
+    loss_fall = (best_loss - min(r["train_loss"] for r in recent)) / best_loss
+    return "memorization" if iwl_rise < train.stop_plateau_tol and loss_fall < train.stop_plateau_tol else None
