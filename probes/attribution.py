@@ -25,7 +25,7 @@ def logit_attribution(model: HookedTransformer, batch: Batch) -> dict[str, Float
     head), ``attn_bias{l}`` (b_O), ``mlp{l}`` (each MLP), ``bias`` (final LayerNorm bias and
     unembedding bias). Their sum is the model's logit.
     """
-    _, cache = model.run_with_cache(batch.tokens, start_at_layer=0)
+    _, cache = model.run_with_cache(batch.tokens)
     heads, labels = cache.stack_head_results(layer=-1, pos_slice=-1, return_labels=True)
     parts = [cache[get_act_name("resid_pre", 0)][:, -1]]
     labels = ["input", *labels]
