@@ -18,3 +18,8 @@ class RunError(IclMechError):
 
 class CheckpointError(IclMechError):
     """A checkpoint file is corrupt, truncated or does not fit the run's model."""
+
+
+class OutputError(IclMechError):
+    """An output file cannot be written where it was asked for (no such directory, a directory
+    in its place, no permission)."""
