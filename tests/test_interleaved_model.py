@@ -34,6 +34,7 @@ def test_embedding_hooks_fire_and_resid_pre_is_item_plus_label_embedding_plus_po
     _, cache = model.run_with_cache(batch.tokens)
     resid = cache["blocks.0.hook_resid_pre"]
     assert torch.allclose(resid, cache["hook_embed"] + cache["hook_pos_embed"])
+    assert cache.decompose_resid(layer=0, return_labels=True)[1] == ["embed", "pos_embed"]
     assert torch.allclose(resid, embed(model, batch.tokens))
     label_token = batch.tokens[0, 1]
     expected = model.W_E[label_token[config.task.D :].argmax()] + model.W_pos[1]

@@ -11,7 +11,10 @@ import pytest
 from browser import chromium, loads_nothing_from_the_network, screenshot  # noqa: F401  (fixture)
 from icl_mech import storage
 from icl_mech.cli import main
+from icl_mech.presets import preset
 from icl_mech.run import load_run
+from icl_mech.trainer import train
+from probes.report import report_html
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 
@@ -75,3 +78,10 @@ def test_bad_runs_and_unwritable_outputs_fail_in_one_line_and_write_nothing(tmp_
 
     assert main(["report", "--quiet", "--run", str(run), "--out", str(out)]) == 0
     assert "step 0" in out.read_text()
+
+
+def test_report_of_an_attention_only_interleaved_run_shows_both_layers_and_skips_the_mlp(tmp_path):
+    config = preset("cpu-interleaved").override(steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    page = report_html(train(config, tmp_path / "run", progress=False), progress=False)
+    assert "no MLP sub-circuit" in page and "Verdict:" not in page
+    assert '"L1H0"' in page and page.count("data:image/png;base64,") == 2

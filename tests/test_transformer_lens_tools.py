@@ -16,6 +16,7 @@ from icl_mech import build_model, preset
 from icl_mech.model import IclTransformer, full_query_logits, query_logits
 from icl_mech.run import load_run
 from icl_mech.sampler import Batch, make_eval_sets, training_pool
+from probes.attribution import logit_attribution
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 #: A few hundred sequences keep every patching forward cheap.
@@ -65,8 +66,12 @@ def test_decomposed_residual_stream_of_a_trained_checkpoint_sums_to_the_final_on
     assert labels == ["0_pre", "0_mid", "final_post"]
     assert torch.allclose(accumulated[0], cache["hook_embed"]) and torch.allclose(accumulated[-1], final)
     # Heads, attention biases and MLP (stack_head_results path) add up to the same stream.
-    heads = cache.stack_head_results(layer=-1).sum(0) + model.blocks[0].attn.b_O
-    assert torch.allclose(cache["hook_embed"] + heads + cache["blocks.0.hook_mlp_out"], final, atol=1e-4)
+    heads = cache.stack_head_results(layer=-1)
+    assert torch.allclose(cache["hook_embed"] + heads.sum(0) + model.blocks[0].attn.b_O + cache["blocks.0.hook_mlp_out"], final, atol=1e-4)
+    # Our attribution's head term is TransformerLens's head result at the query, through the final LN.
+    direction = model.ln_final.w * model.W_U[:, 0]
+    expected = cache.apply_ln_to_stack(heads[:, :, -1], layer=None, pos_slice=-1)[0] @ direction
+    assert torch.allclose(logit_attribution(model, batch)["L0H0"], expected, atol=1e-4)
 
 
 def test_patching_the_head_from_clean_into_flipped_labels_restores_the_clean_logit(icl_checkpoint):
