@@ -19,8 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from icl_mech.config import RunConfig
 from icl_mech import interleaved
+from icl_mech.config import RunConfig
 from icl_mech.sampler import stream_seed
 
 #: The paper's attention has no biases: these HookedTransformer parameters stay zero and frozen.
@@ -30,7 +30,7 @@ ATTENTION_BIASES = ("b_Q", "b_K", "b_V", "b_O")
 class IclTransformer(HookedTransformer):
     """A ``HookedTransformer`` that takes continuous tokens ``[batch pos d_model]`` as its input.
 
-    ``token_format`` is the task's format: "paired" tokens are the residual stream itself
+    ``token_format`` is the task's format (``TaskConfig.format``): "paired" tokens are the residual stream itself
     (through ``hook_embed``, an identity; no positions, as in the paper), "interleaved" tokens are
     embedded by ``icl_mech.interleaved.embed`` (label embeddings ``W_E`` and positions ``W_pos``).
     The embedding is a method, not a hook, so ``copy.deepcopy`` gives an independent model, and
