@@ -83,7 +83,7 @@ def _figure(table: pd.DataFrame, panels: Panels, title: str) -> str:
     return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
 
 
-def _attention_section(run: Run, patterns: dict[int, dict]) -> str:
+def _attention_section(patterns: dict[int, dict]) -> str:
     """circuitsvis's attention heads at the last checkpoint, a slider over every checkpoint, and
     the per-checkpoint patterns as JSON (circuitsvis's prop names) for the selector script."""
     steps = list(patterns)
@@ -133,7 +133,7 @@ def report_html(run: Run, device: str | torch.device = "cpu", progress: bool = T
 {run.steps[-1]}. Status: <code>{html.escape(json.dumps(status), quote=False)}</code></p>
 <h2>ICL and IWL accuracy and loss over training</h2>
 {_figure(run.metrics, METRICS_PANELS, f"{run.path.name}: metrics log")}
-{_attention_section(run, patterns)}
+{_attention_section(patterns)}
 <h2>Match (induction) score and direct logit attribution over training</h2>
 <p>Match score: attention from the query to the context tokens holding its item (chance
 {probes["match_chance"].iloc[-1]:.3f}). Attribution: each component's mean direct contribution
