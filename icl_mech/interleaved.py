@@ -2,13 +2,12 @@
 continuous vectors, plus learned positions.
 
 A batch's raw tokens hold an item token as (x, zeros) and a label token as (zeros, one-hot label)
-(icl_mech.sampler). The model keeps taking them with ``model(tokens, start_at_layer=0)``, as in
-the paired format: a permanent hook on ``blocks.0.hook_resid_pre`` turns them into the residual
-stream before the first block reads it. So the trainer, ``query_logits`` and every probe
-(``run_with_cache``, ``run_with_hooks``) run an interleaved model unchanged, and
-``hook_embed`` / ``hook_pos_embed`` / ``blocks.0.hook_resid_pre`` carry what TransformerLens
-users expect there. The embedding's parameters are the HookedTransformer's own ``W_E`` (one row
-per label) and ``W_pos`` (one row per position), so checkpoints hold them with no extra keys.
+(icl_mech.sampler). ``icl_mech.model.IclTransformer`` embeds them with ``embed`` when its format
+is interleaved, as its own first step (``model(tokens)``, ``run_with_cache(tokens)``,
+``query_logits``), so ``hook_embed`` / ``hook_pos_embed`` / ``blocks.0.hook_resid_pre`` carry what
+TransformerLens users expect there. The embedding's parameters are the HookedTransformer's own
+``W_E`` (one row per label) and ``W_pos`` (one row per position), so checkpoints hold them with no
+extra keys.
 """
 
 from __future__ import annotations
@@ -17,10 +16,6 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.hook_points import HookPoint
-
-#: Where the raw tokens become the residual stream.
-EMBEDDING_HOOK = "blocks.0.hook_resid_pre"
 
 
 def embed(
@@ -35,14 +30,3 @@ def embed(
     labels = tokens[..., n_item:] @ model.W_E  # one-hot rows pick the label embeddings; zero on items
     positions = model.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
     return model.hook_embed(items + labels) + model.hook_pos_embed(positions)
-
-
-def attach_embedding(model: HookedTransformer) -> HookedTransformer:
-    """Make ``model`` embed interleaved tokens at ``blocks.0.hook_resid_pre``, permanently (it
-    survives ``reset_hooks()``; a deep copy keeps reading the original model's embedding)."""
-
-    def embed_hook(tokens: Float[Tensor, "batch pos d_token"], hook: HookPoint) -> Tensor:
-        return embed(model, tokens)
-
-    model.add_hook(EMBEDDING_HOOK, embed_hook, is_permanent=True)
-    return model

@@ -1,10 +1,12 @@
 """The transformer as a TransformerLens ``HookedTransformer``, and its query logit.
 
-Tokens are continuous vectors (item + one-hot label), so they enter the residual stream directly
-with ``model(tokens, start_at_layer=0)``; ``run_with_cache(tokens, start_at_layer=0)`` then
-exposes every hook TransformerLens users know (``blocks.0.attn.hook_pattern``,
-``blocks.0.hook_mlp_out``, ...). The differences from the authors' module are listed in
-docs/MODEL.md.
+Tokens are continuous vectors (item + one-hot label), not vocabulary ids. ``IclTransformer`` is a
+``HookedTransformer`` whose input embedding takes them, so ``model(tokens)``,
+``run_with_cache(tokens)``, ``run_with_hooks(tokens, ...)`` and every TransformerLens tool that
+calls ``model(tokens)`` (``transformer_lens.patching``) work unchanged, with the input in
+``hook_embed`` (and ``hook_pos_embed`` where the format has positions) so that
+``cache.decompose_resid`` and ``cache.accumulated_resid`` include it. The differences from the
+authors' module are listed in docs/MODEL.md.
 """
 
 from __future__ import annotations
@@ -17,12 +19,57 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from icl_mech import interleaved
 from icl_mech.config import RunConfig
-from icl_mech.interleaved import attach_embedding
 from icl_mech.sampler import stream_seed
 
 #: The paper's attention has no biases: these HookedTransformer parameters stay zero and frozen.
 ATTENTION_BIASES = ("b_Q", "b_K", "b_V", "b_O")
+
+
+class IclTransformer(HookedTransformer):
+    """A ``HookedTransformer`` that takes continuous tokens ``[batch pos d_model]`` as its input.
+
+    ``token_format`` is the task's format (``TaskConfig.format``): "paired" tokens are the residual stream itself
+    (through ``hook_embed``, an identity; no positions, as in the paper), "interleaved" tokens are
+    embedded by ``icl_mech.interleaved.embed`` (label embeddings ``W_E`` and positions ``W_pos``).
+    The embedding is a method, not a hook, so ``copy.deepcopy`` gives an independent model, and
+    ``start_at_layer=0`` still takes the residual stream entering block 0 (for paired models,
+    the tokens themselves). The state dict is a plain HookedTransformer's.
+    """
+
+    def __init__(self, cfg: HookedTransformerConfig, token_format: str = "paired"):
+        super().__init__(cfg)
+        self.token_format = token_format
+
+    def embed_tokens(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream entering block 0, through ``hook_embed`` (and ``hook_pos_embed``)."""
+        if self.token_format == "interleaved":
+            return interleaved.embed(self, tokens)
+        return self.hook_embed(tokens)
+
+    def input_to_embed(
+        self,
+        input: Float[Tensor, "batch pos d_model"],
+        prepend_bos: object = None,
+        padding_side: object = None,
+        attention_mask: Tensor | None = None,
+        past_kv_cache: object = None,
+    ) -> tuple[Float[Tensor, "batch pos d_model"], None, None, None]:
+        """``HookedTransformer.forward``'s first step: (residual, token ids, shortformer
+        positions, attention mask). Sequences have no padding (``prepend_bos`` and
+        ``padding_side`` are text options, ignored), no KV cache and no token ids, so no
+        ``return_type="loss"``: the loss is the query's logistic loss (``icl_mech.trainer``)."""
+        if not torch.is_floating_point(input) or input.ndim != 3:
+            raise TypeError(
+                f"an IclTransformer takes continuous tokens [batch pos d_model], got a "
+                f"{input.dtype} tensor of shape {tuple(input.shape)}"
+            )
+        if attention_mask is not None or past_kv_cache is not None:
+            raise ValueError("an IclTransformer takes no attention_mask or past_kv_cache: sequences are unpadded")
+        # A copy, so that hooks editing the stream in place (TransformerLens's patching does)
+        # leave the caller's tokens alone; the training step (query_logits) needs none.
+        return self.embed_tokens(input.to(self.cfg.device, copy=True)), None, None, None
 
 
 def hooked_config(config: RunConfig, device: str | torch.device = "cpu") -> HookedTransformerConfig:
@@ -36,8 +83,8 @@ def hooked_config(config: RunConfig, device: str | torch.device = "cpu") -> Hook
         d_mlp=None if config.model.attn_only else config.model.d_mlp,
         attn_only=config.model.attn_only,
         n_ctx=config.task.seq_len,
-        # Paired tokens enter whole at start_at_layer=0 and never use W_E; interleaved label
-        # tokens are embedded through it (icl_mech.interleaved).
+        # Paired tokens are the residual stream and never use W_E; interleaved label tokens are
+        # embedded through it (icl_mech.interleaved).
         d_vocab=config.task.L if config.task.format == "interleaved" else 1,
         d_vocab_out=1,  # one logit: the query's label under the logistic loss
         act_fn="relu",
@@ -49,7 +96,7 @@ def hooked_config(config: RunConfig, device: str | torch.device = "cpu") -> Hook
     )
 
 
-def build_model(config: RunConfig, device: str | torch.device = "cpu") -> HookedTransformer:
+def build_model(config: RunConfig, device: str | torch.device = "cpu") -> IclTransformer:
     """A freshly initialised model for ``config`` (init seeded by the run's seed), attention
     biases zeroed and frozen. Global RNG state is left as it was."""
     # Seeding through HookedTransformerConfig.seed would reseed Python's and numpy's global
@@ -60,26 +107,24 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> Hooked
         warnings.filterwarnings(
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
         )
-        model = HookedTransformer(hooked_config(config, device))
+        model = IclTransformer(hooked_config(config, device), config.task.format)
     for block in model.blocks:
         for name in ATTENTION_BIASES:
             bias = getattr(block.attn, name)
             bias.data.zero_()
             bias.requires_grad_(False)
-    if config.task.format == "interleaved":
-        attach_embedding(model)
     return model
 
 
 def full_query_logits(
-    model: HookedTransformer, tokens: Float[Tensor, "batch pos d_model"]
+    model: IclTransformer, tokens: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, " batch"]:
     """The query's logit through the model's own full forward (every position)."""
-    return model(tokens, start_at_layer=0)[:, -1, 0]
+    return model(tokens)[:, -1, 0]
 
 
 def query_logits(
-    model: HookedTransformer, tokens: Float[Tensor, "batch pos d_model"]
+    model: IclTransformer, tokens: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, " batch"]:
     """The query's logit, computing only what reaches it: the last block's query row.
 
@@ -98,21 +143,21 @@ def query_logits(
     - Values are applied after mixing: W_V (w_ln * sum_i p_i std(x_i) + b_ln), since sum_i p_i = 1.
     - The MLP, final LayerNorm and unembedding run on the query alone.
 
-    Earlier blocks run in full through the HookedTransformer's own modules, so all their hooks
-    fire as in the full forward. In the last block, ``hook_resid_pre`` (whole) and
+    The input enters through ``model.embed_tokens`` (``hook_embed``, and ``hook_pos_embed`` in
+    the interleaved format), and earlier blocks run in full through the HookedTransformer's own
+    modules, so all their hooks fire as in the full forward. In the last block, ``hook_resid_pre`` (whole) and
     ``attn.hook_pattern``, ``attn.hook_z`` and ``hook_mlp_out`` (at the query position only:
     query_pos 1 / pos 1) are called, so hooks there act as in the full forward, e.g. ablations
-    attached with ``model.hooks(fwd_hooks=...)`` (probes.ablation) and permanent hooks (the
-    interleaved embedding). The function is pure
+    attached with ``model.hooks(fwd_hooks=...)`` (probes.ablation). The function is pure
     in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
     ensemble (icl_mech.ensemble).
     """
-    resid = tokens
+    resid = model.embed_tokens(tokens)
     for block in model.blocks[:-1]:
         resid = block(resid)
     block, eps = model.blocks[-1], model.cfg.eps
     attn, ln1 = block.attn, block.ln1
-    resid = block.hook_resid_pre(resid)  # permanent hooks still apply (the interleaved embedding)
+    resid = block.hook_resid_pre(resid)
     d_model = resid.shape[-1]
     mean = resid.sum(-1) / d_model
     inv_std = torch.rsqrt(torch.linalg.vector_norm(resid, dim=-1).square() / d_model - mean.square() + eps)

@@ -1,4 +1,4 @@
-"""The probe subcommands of ``icl-mech`` (ablate, probe, independence, viz) and the bare ``ablate``.
+"""The probe subcommands of ``icl-mech`` (ablate, probe, independence, viz, report) and the bare ``ablate``.
 
 Each handler loads the run, calls one library function from ``probes`` and prints or saves what
 it returns; a notebook calls the same functions with the same arguments.
@@ -24,7 +24,8 @@ from probes.circuits import CIRCUITS, parse_heads
 from probes.independence import cross_ablation_matrix, independence_run, verdict
 from probes.kinetics import kinetics_curves, kinetics_summary, kinetics_verdict
 from probes.over_time import ablate_run, probe_run
-from probes.plots import plot_ablation, plot_columns
+from probes.plots import independence_panels, plot_ablation, plot_columns, probe_panels
+from probes.report import write_report
 from probes.viz import head_patterns_view, write_view
 
 
@@ -128,15 +129,7 @@ def run_probe(args: argparse.Namespace) -> int:
     else:
         print(_table(table.set_index("step").T if len(table) == 1 else table, index=len(table) == 1))
     if args.all_steps:
-        def columns(prefix: str) -> list[str]:
-            return [c for c in table.columns if c.startswith(prefix)]
-
-        panels = [
-            ("accuracy", ["icl_acc", "iwl_acc"]),
-            ("attention score", columns("match") + columns("prev")),
-            ("DLA toward target, ICL set", columns("icl_dla_")),
-            ("DLA toward target, IWL set", columns("iwl_dla_")),
-        ]
+        panels = probe_panels(table)
         _save(table, run, args, "probe", lambda path: plot_columns(table, panels, run.path.name, path))
     return 0
 
@@ -162,11 +155,7 @@ def run_independence(args: argparse.Namespace) -> int:
             print(report["kinetics_verdict"])
         print(report["verdict"])
     if args.all_steps:
-        panels = [
-            ("ICL accuracy", [c for c in table.columns if c.startswith("icl_acc")]),
-            ("IWL accuracy", [c for c in table.columns if c.startswith("iwl_acc")]),
-            ("interaction / |logit|", [c for c in table.columns if c.endswith("interaction")]),
-        ]
+        panels = independence_panels(table)
         _save(table, run, args, "independence", lambda path: plot_columns(table, panels, run.path.name, path))
     return 0
 
@@ -179,6 +168,12 @@ def run_viz(args: argparse.Namespace) -> int:
     title = f"{run.path.name}, step {step}: attention of every head on {args.set} sequence {args.index}"
     with storage.naming_write_failures(args.out):
         print(f"wrote {write_view(view, args.out, title)}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet)
+    print(f"wrote {path}")
     return 0
 
 
@@ -243,6 +238,20 @@ def register_viz(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index", type=int, default=0, help="sequence of the set (default 0)")
     parser.add_argument("--out", required=True, type=_file_to_write, help="HTML file to write")
     parser.set_defaults(handler=run_viz)
+
+
+def register_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="one self-contained HTML report of a run (offline)",
+        description="Accuracy and loss over training, every head's attention with a slider over "
+        "checkpoints, match score and logit attribution over time, the cross-ablation matrix over "
+        "time with the independence verdict, and the run's config: one HTML file that opens "
+        "without network (open it with #step=N to show checkpoint N's attention).",
+    )
+    _add_common(parser, over_time=False)
+    parser.add_argument("--out", required=True, type=_file_to_write, help="HTML file to write (its directory must exist)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_report)
 
 
 def ablate_entry() -> None:

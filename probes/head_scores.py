@@ -28,7 +28,7 @@ def attention_patterns(model: HookedTransformer, batch: Batch) -> Float[Tensor, 
     skipping the last MLP's context positions, which no pattern depends on)."""
     names = [get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
     with model.hooks(fwd_hooks=query_only_hooks(model)):
-        _, cache = model.run_with_cache(batch.tokens, start_at_layer=0, names_filter=names)
+        _, cache = model.run_with_cache(batch.tokens, names_filter=names)
     return torch.stack([cache[name] for name in names])
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 COLORS = {"icl": "tab:blue", "iwl": "tab:orange"}
+#: A figure's panels: (y label, the table's columns drawn in it).
+Panels = Sequence[tuple[str, Sequence[str]]]
 
 
 def _steps_axis(axes: Axes) -> None:
@@ -39,10 +42,9 @@ def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def plot_columns(
-    table: pd.DataFrame, panels: Sequence[tuple[str, Sequence[str]]], title: str, path: str | Path
-) -> None:
-    """One panel per (ylabel, columns) pair, every column a line over training steps."""
+def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Path | BinaryIO) -> None:
+    """One panel per (ylabel, columns) pair, every column a line over training steps; PNG to
+    ``path`` (a file name, or a binary stream such as the HTML report's buffer)."""
     figure = Figure(figsize=(7, 3 * len(panels)), layout="constrained")
     for axes, (ylabel, columns) in zip(figure.subplots(len(panels), squeeze=False)[:, 0], panels):
         for column in columns:
@@ -52,3 +54,35 @@ def plot_columns(
         axes.legend(fontsize="small")
     figure.suptitle(title)
     figure.savefig(path, dpi=120)
+
+
+def _starting(table: pd.DataFrame, prefix: str) -> list[str]:
+    return [column for column in table.columns if column.startswith(prefix)]
+
+
+#: A run's metrics log (``Run.metrics``): accuracy and loss on every evaluation set.
+METRICS_PANELS: Panels = [
+    ("accuracy", ["train_acc", "icl_acc", "iwl_acc"]),
+    ("loss", ["train_loss", "icl_loss", "iwl_loss"]),
+]
+
+
+def probe_panels(table: pd.DataFrame) -> Panels:
+    """``probes.over_time.probe_run``'s table: accuracy, attention scores per head, direct logit
+    attribution of every component on the ICL and IWL sets."""
+    return [
+        ("accuracy", ["icl_acc", "iwl_acc"]),
+        ("attention score", _starting(table, "match") + _starting(table, "prev")),
+        ("DLA toward target, ICL set", _starting(table, "icl_dla_")),
+        ("DLA toward target, IWL set", _starting(table, "iwl_dla_")),
+    ]
+
+
+def independence_panels(table: pd.DataFrame) -> Panels:
+    """``probes.independence.independence_run``'s table: the cross-ablation accuracies and the
+    interaction term over training."""
+    return [
+        ("ICL accuracy", _starting(table, "icl_acc")),
+        ("IWL accuracy", _starting(table, "iwl_acc")),
+        ("interaction / |logit|", [column for column in table.columns if column.endswith("interaction")]),
+    ]

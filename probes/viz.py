@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 from circuitsvis.attention import attention_heads
 from circuitsvis.utils.render import RenderedHTML
@@ -26,16 +27,25 @@ def token_labels(batch: Batch, index: int) -> list[str]:
     return [*context, f"QUERY #{items[-1]}:?"]
 
 
-def head_patterns_view(model: HookedTransformer, batch: Batch, index: int = 0) -> RenderedHTML:
-    """Every head's attention pattern (heads named ``L{layer}H{head}``) on sequence ``index``."""
+def head_patterns(model: HookedTransformer, batch: Batch, index: int = 0) -> dict[str, Any]:
+    """circuitsvis ``attention_heads`` arguments (JSON-ready: ``attention`` as nested lists
+    ``[head dest src]``, ``tokens``, ``attention_head_names`` ``L{layer}H{head}``) for every head's
+    pattern on sequence ``index``."""
     if not 0 <= index < len(batch):
         raise ConfigError(f"sequence index {index} is out of range: the set has {len(batch)} sequences")
     patterns = attention_patterns(model, batch[index : index + 1])[:, 0]  # layer head dest src
     n_layers, n_heads = patterns.shape[:2]
     names = [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
-    return attention_heads(
-        attention=patterns.flatten(0, 1).cpu(), tokens=token_labels(batch, index), attention_head_names=names
-    )
+    return {
+        "attention": patterns.flatten(0, 1).cpu().tolist(),
+        "tokens": token_labels(batch, index),
+        "attention_head_names": names,
+    }
+
+
+def head_patterns_view(model: HookedTransformer, batch: Batch, index: int = 0) -> RenderedHTML:
+    """Every head's attention pattern (heads named ``L{layer}H{head}``) on sequence ``index``."""
+    return attention_heads(**head_patterns(model, batch, index))
 
 
 def write_view(view: RenderedHTML, path: str | Path, title: str) -> Path:

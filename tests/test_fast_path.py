@@ -93,6 +93,6 @@ def test_hooks_on_the_fast_path_act_as_on_the_full_forward(shape):
     for name, hooks in interventions.items():
         with model.hooks(fwd_hooks=hooks):
             fast = query_logits(model, tokens)
-        full = model.run_with_hooks(tokens, start_at_layer=0, fwd_hooks=hooks)[:, -1, 0]
+        full = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1, 0]
         assert torch.allclose(fast, full, rtol=1e-9, atol=1e-9), name
         assert not torch.allclose(full, query_logits(model, tokens)), f"{name}: the hook must matter"

@@ -22,7 +22,7 @@ def test_attention_logits_are_unscaled_dot_products():
     model = build_model(preset("cpu"))
     task = TaskConfig(K=64, N=20, eval_size=4)
     tokens = make_eval_sets(task, training_pool(task, 0), 0)["icl"].tokens
-    _, cache = model.run_with_cache(tokens, start_at_layer=0)
+    _, cache = model.run_with_cache(tokens)
     q, k = cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_k"]
     raw = torch.einsum("bqhd,bkhd->bhqk", q, k)
     scores = cache["blocks.0.attn.hook_attn_scores"]
@@ -34,7 +34,7 @@ def test_run_with_cache_exposes_the_hooks_transformer_lens_users_know():
     config = preset("cpu")
     model = build_model(config)
     tokens = torch.randn(3, config.task.N, config.task.d_token)
-    logits, cache = model.run_with_cache(tokens, start_at_layer=0)
+    logits, cache = model.run_with_cache(tokens)
     assert logits.shape == (3, 20, 1)
     assert cache["blocks.0.attn.hook_pattern"].shape == (3, 1, 20, 20)
     assert cache["blocks.0.hook_mlp_out"].shape == (3, 20, 65)

@@ -43,7 +43,7 @@ def test_logit_attribution_sums_to_the_logit_of_a_trained_model(icl_run):
     model = icl_run.model()
     batch = icl_run.eval_sets()["icl"]
     terms = logit_attribution(model, batch)
-    logits = model(batch.tokens, start_at_layer=0)[:, -1, 0]
+    logits = model(batch.tokens)[:, -1, 0]
     torch.testing.assert_close(sum(terms.values()), logits, atol=1e-4, rtol=1e-4)
     # Measured: on the ICL set the MLP writes most of the correct answer (its input holds the
     # head's output), the head's direct path some, the query's own token nothing.

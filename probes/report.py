@@ -1,0 +1,162 @@
+"""One self-contained HTML page per run, the page a researcher sends a colleague.
+
+Everything on it comes from the library: the metrics log (``Run.metrics``), ``probe_run`` (match
+scores and direct logit attribution over time), ``independence_run`` and ``verdict`` (the
+cross-ablation matrix over time), ``head_patterns`` at every checkpoint (circuitsvis's attention
+heads, with a slider over checkpoints) and the run's config. Plots are PNGs inlined as data URIs
+and the page carries circuitsvis's bundled script once, so it opens offline. ``#step=N`` in the
+page's address selects checkpoint N.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import html
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+from circuitsvis.attention import attention_heads
+
+from icl_mech import storage
+from icl_mech.errors import RunError, WriteError
+from icl_mech.run import Run
+from probes.independence import cross_ablation_matrix, independence_run, verdict
+from probes.over_time import probe_run
+from probes.plots import METRICS_PANELS, Panels, independence_panels, plot_columns, probe_panels
+from probes.viz import head_patterns
+
+#: The evaluation sequence whose attention the page shows.
+SEQUENCE = ("icl", 0)
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 1em auto; padding: 0 1em; }
+img { max-width: 100%; }
+table { border-collapse: collapse; } td, th { padding: 2px 8px; text-align: right; }
+pre { background: #f4f4f4; padding: 0.5em; }
+"""
+
+# Re-renders circuitsvis's attention heads when the slider (or #step=N in the address) picks
+# another checkpoint. CircuitsVis is the bundled script's global, exposed by the first module.
+SELECTOR = """
+const slider = document.getElementById("step-slider");
+const label = document.getElementById("step-label");
+const view = document.getElementById("attention-view");
+let shown = slider.valueAsNumber;
+function show(index) {
+  if (index === shown) return;
+  shown = index;
+  slider.value = index;
+  label.textContent = STEPS[index];
+  const target = document.createElement("div");
+  target.id = `attention-step-${STEPS[index]}`;
+  view.replaceChildren(target);
+  window.CircuitsVis.render(target.id, window.CircuitsVis.AttentionHeads, PROPS[index]);
+}
+function fromAddress() {
+  const match = location.hash.match(/^#step=(\\d+)$/);
+  const index = match ? STEPS.indexOf(Number(match[1])) : -1;
+  if (index >= 0) show(index);
+}
+slider.addEventListener("input", () => {
+  show(slider.valueAsNumber);
+  history.replaceState(null, "", `#step=${STEPS[shown]}`);
+});
+window.addEventListener("hashchange", fromAddress);
+fromAddress();
+"""
+
+
+def _json(value: object) -> str:
+    """JSON that is safe inside a <script> element."""
+    return json.dumps(value).replace("</", "<\\/")
+
+
+def _figure(table: pd.DataFrame, panels: Panels, title: str) -> str:
+    buffer = io.BytesIO()
+    plot_columns(table, panels, title, buffer)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+
+
+def _attention_section(patterns: dict[int, dict]) -> str:
+    """circuitsvis's attention heads at the last checkpoint, a slider over every checkpoint, and
+    the per-checkpoint patterns as JSON (circuitsvis's prop names) for the selector script."""
+    steps = list(patterns)
+    props = [
+        {"attention": p["attention"], "tokens": p["tokens"], "attentionHeadNames": p["attention_head_names"]}
+        for p in patterns.values()
+    ]
+    view = attention_heads(**patterns[steps[-1]]).local_src
+    body, end = view.rsplit("</script>", 1)  # the bundled script's module; expose its global
+    view = f"{body}\nwindow.CircuitsVis = CircuitsVis;\n</script>{end}"
+    name, index = SEQUENCE
+    return f"""<section id="attention"><h2>Attention on {name} sequence {index} over training</h2>
+<p>Every head's pattern; tokens are <code>#item:label</code>, the last one is the query.
+<label>Checkpoint: <input type="range" id="step-slider" min="0" max="{len(steps) - 1}"
+value="{len(steps) - 1}"> step <output id="step-label">{steps[-1]}</output></label></p>
+<div id="attention-view">{view}</div>
+<script type="module">
+const STEPS = {_json(steps)};
+const PROPS = {_json(props)};
+{SELECTOR}</script></section>"""
+
+
+def _independence_section(run: Run, device: str | torch.device, progress: bool) -> str:
+    if run.config.model.attn_only:
+        return "<p>Attention-only model: there is no MLP sub-circuit to cross-ablate.</p>"
+    table = independence_run(run, device=device, progress=progress)
+    matrix = cross_ablation_matrix(table.iloc[-1]).to_html(float_format="{:.3f}".format)
+    return f"""{_figure(table, independence_panels(table), f"{run.path.name}: cross-ablation over training")}
+<h3>At step {run.steps[-1]}</h3>{matrix}
+<p><b>Verdict:</b> {html.escape(verdict(table.iloc[-1]))}</p>"""
+
+
+def report_html(run: Run, device: str | torch.device = "cpu", progress: bool = True) -> str:
+    """The whole page for ``run`` (every checkpoint)."""
+    if not run.steps:
+        raise RunError(f"{run.path} has no checkpoints yet")
+    name, index = SEQUENCE
+    batch = run.eval_sets(device)[name]
+    patterns = {step: head_patterns(model, batch, index) for step, model in run.models(device=device)}
+    probes = probe_run(run, device=device, progress=progress)
+    status = run.status or {"status": "unfinished"}
+    title = f"icl-mech report: {run.path.name}"
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p><code>{html.escape(str(run.path))}</code>: {len(run.steps)} checkpoints, steps {run.steps[0]} to
+{run.steps[-1]}. Status: <code>{html.escape(json.dumps(status), quote=False)}</code></p>
+<h2>ICL and IWL accuracy and loss over training</h2>
+{_figure(run.metrics, METRICS_PANELS, f"{run.path.name}: metrics log")}
+{_attention_section(patterns)}
+<h2>Match (induction) score and direct logit attribution over training</h2>
+<p>Match score: attention from the query to the context tokens holding its item (chance
+{probes["match_chance"].iloc[-1]:.3f}). Attribution: each component's mean direct contribution
+to the query logit toward the correct label.</p>
+{_figure(probes, probe_panels(probes), f"{run.path.name}: probes over training")}
+<h2>Cross-ablation of the induction head and the MLP over training</h2>
+{_independence_section(run, device, progress)}
+<h2>Config</h2>
+<pre>{html.escape(json.dumps(run.config.to_dict(), indent=2), quote=False)}</pre>
+</body></html>
+"""
+
+
+def write_report(run: Run, out: str | Path, device: str | torch.device = "cpu", progress: bool = True) -> Path:
+    """Write ``report_html(run)`` to ``out`` (atomically). Whether ``out``'s directory takes a
+    new file is tried before the probes run, so a bad ``out`` fails at once."""
+    out = Path(out)
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a directory is in its place")
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+        storage.atomic_write(out, report_html(run, device, progress).encode())
+    except OSError as error:
+        raise WriteError(f"--out {out} cannot be written: {error.strerror}") from None
+    return out
