@@ -115,6 +115,19 @@ BAD_INPUTS = [
     bad("viz", "--run", "{run}", "--out", "{file}/v.html", error="argument --out: {file} is a file, not a directory"),
     bad("viz", "--run", "{run}", "--out", "{root}", error="argument --out: {root} is a directory; give a file name"),
     bad("viz", "--run", "{run}", error="the following arguments are required: --out"),
+    # report
+    bad("report", "--run", "{missing}", "--out", "{new}.html", error="run directory {missing} does not exist"),
+    bad("report", "--run", "{empty_dir}", "--out", "{new}.html", error="{empty_dir} is not a run directory: it has no config.json"),
+    bad("report", "--run", "{no_checkpoints}", "--out", "{new}.html", error="{no_checkpoints} has no checkpoints"),
+    bad("report", "--run", "{run}", "--out", "{root}", error="argument --out: {root} is a directory; give a file name"),
+    bad("report", "--run", "{run}", "--out", "{file}/r.html", error="argument --out: {file} is a file, not a directory"),
+    bad("report", "--run", "{run}", "--out", "{new}.html", "--device", "tpu", error="unknown device 'tpu'"),
+    # predict
+    bad("predict", "--sweep", "{one_run_sweep}", "--N", "10,x", error=r"--N expects context lengths .* got '10,x'"),
+    bad("predict", "--sweep", "{missing}", "--N", "10", error="sweep directory {missing} does not exist"),
+    bad("predict", "--sweep", "{empty_dir}", "--N", "10", error="no finished run directories under"),
+    bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="memorization needs frozen-attention runs"),
+    bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", "--out", "{file}", error="--out {file} is a file; expected a directory"),
 ]
 
 
