@@ -173,8 +173,10 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
 def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
     """Check ``run_dir`` (before writing anything, so a refused run changes nothing), lock it for
     this process until ``locks`` closes, and check again under the lock (another writer may have
-    changed it meanwhile). Returns what ``_check_run_dir`` does."""
-    _check_run_dir(config, run_dir, resume)
+    changed it meanwhile). Returns what ``_check_run_dir`` does. A finished run is left as it
+    is, unlocked: nothing will be written to it (shipped runs stay untouched)."""
+    if _check_run_dir(config, run_dir, resume) is None:
+        return None
     locks.enter_context(DirectoryLock(run_dir))
     return _check_run_dir(config, run_dir, resume)
 

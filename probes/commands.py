@@ -249,7 +249,7 @@ def register_report(subparsers: argparse._SubParsersAction) -> None:
         "without network (open it with #step=N to show checkpoint N's attention).",
     )
     _add_common(parser, over_time=False)
-    parser.add_argument("--out", required=True, type=_file_to_write, help="HTML file to write (its directory must exist)")
+    parser.add_argument("--out", required=True, help="HTML file to write (its directory must exist)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_report)
 

@@ -119,8 +119,8 @@ BAD_INPUTS = [
     bad("report", "--run", "{missing}", "--out", "{new}.html", error="run directory {missing} does not exist"),
     bad("report", "--run", "{empty_dir}", "--out", "{new}.html", error="{empty_dir} is not a run directory: it has no config.json"),
     bad("report", "--run", "{no_checkpoints}", "--out", "{new}.html", error="{no_checkpoints} has no checkpoints"),
-    bad("report", "--run", "{run}", "--out", "{root}", error="argument --out: {root} is a directory; give a file name"),
-    bad("report", "--run", "{run}", "--out", "{file}/r.html", error="argument --out: {file} is a file, not a directory"),
+    bad("report", "--run", "{run}", "--out", "{root}", error="--out {root} cannot be written: a directory is in its place"),
+    bad("report", "--run", "{run}", "--out", "{file}/r.html", error="--out {file}/r.html cannot be written: Not a directory"),
     bad("report", "--run", "{run}", "--out", "{new}.html", "--device", "tpu", error="unknown device 'tpu'"),
     # predict
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10,x", error=r"--N expects context lengths .* got '10,x'"),
