@@ -146,8 +146,9 @@ def query_logits(
     The input enters through ``model.embed_tokens`` (``hook_embed``, and ``hook_pos_embed`` in
     the interleaved format), and earlier blocks run in full through the HookedTransformer's own
     modules, so all their hooks fire as in the full forward. In the last block, ``hook_resid_pre`` (whole) and
-    ``attn.hook_pattern``, ``attn.hook_z`` and ``hook_mlp_out`` (at the query position only:
-    query_pos 1 / pos 1) are called, so hooks there act as in the full forward, e.g. ablations
+    ``attn.hook_pattern``, ``attn.hook_z``, ``hook_attn_out``, ``hook_mlp_in`` (when the model's
+    ``use_hook_mlp_in`` is on) and ``hook_mlp_out`` (at the query position only: query_pos 1 /
+    pos 1) are called, so hooks there act as in the full forward, e.g. ablations
     attached with ``model.hooks(fwd_hooks=...)`` (probes.ablation). The function is pure
     in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
     ensemble (icl_mech.ensemble).
@@ -170,10 +171,14 @@ def query_logits(
     standard_mix = weights @ resid - (weights * mean[:, None]).sum(-1, keepdim=True)
     mixed = standard_mix * ln1.w + ln1.b
     z = attn.hook_z((torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V)[:, None])[:, 0]
-    resid_q = resid[:, -1] + torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O
+    attn_out = block.hook_attn_out((torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O)[:, None])[:, 0]
+    resid_q = resid[:, -1] + attn_out
     if not model.cfg.attn_only:
         mlp, ln2 = block.mlp, block.ln2
-        hidden = F.relu(F.layer_norm(resid_q, resid_q.shape[-1:], ln2.w, ln2.b, eps) @ mlp.W_in + mlp.b_in)
+        # What the MLP reads; a hook there (path ablations) changes the MLP's input only, as in
+        # the full forward, so it gets a copy.
+        mlp_in = block.hook_mlp_in(resid_q[:, None].clone())[:, 0] if model.cfg.use_hook_mlp_in else resid_q
+        hidden = F.relu(F.layer_norm(mlp_in, mlp_in.shape[-1:], ln2.w, ln2.b, eps) @ mlp.W_in + mlp.b_in)
         resid_q = resid_q + block.hook_mlp_out((hidden @ mlp.W_out + mlp.b_out)[:, None])[:, 0]
     final = F.layer_norm(resid_q, resid_q.shape[-1:], model.ln_final.w, model.ln_final.b, eps)
     return (final @ model.unembed.W_U + model.unembed.b_U)[:, 0]

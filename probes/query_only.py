@@ -4,11 +4,11 @@ Two ways, both through the model's own hook points:
 
 - ``hooked_query_logits`` / ``query_activations``: the trainer's query path
   (``icl_mech.model.query_logits``), which runs earlier blocks in full and the last block at the
-  query only, with hooks attached. As cheap as one evaluation; the last block's hooks hold pos 1.
-  When a hook is one that path does not call (the last block's ``hook_attn_out``,
-  ``hook_resid_mid``, ``hook_mlp_in``, ...: path ablations need them), the same call runs the
-  full forward with ``query_only_hooks`` and ``hook_mlp_in`` switched on instead, so every hook
-  fires and the last block's still hold the query position only.
+  query only, with hooks attached (``hook_mlp_in`` switched on when a hook is there: path
+  ablations). As cheap as one evaluation; the last block's hooks hold pos 1. When a hook is one
+  that path does not call (the last block's ``hook_resid_mid``, ``ln2.hook_normalized``, ...),
+  the same call runs the full forward with ``query_only_hooks`` instead, so every hook fires and
+  the last block's still hold the query position only.
 - ``query_only_hooks``: for the full forward (``run_with_cache``), when whole attention patterns
   of the last layer are wanted. After the last block's attention each position's residual stream
   only feeds its own MLP, final LayerNorm and unembedding, so every position but the query's is
@@ -32,21 +32,27 @@ from icl_mech.sampler import Batch
 FwdHook = tuple[str, Callable]
 
 #: The last block's hooks that ``query_logits`` calls (earlier blocks run whole: all of theirs).
-QUERY_PATH_LAST_BLOCK = ("hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "hook_mlp_out")
+QUERY_PATH_LAST_BLOCK = (
+    "hook_resid_pre", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_mlp_in", "hook_mlp_out",
+)
 
 
 def on_query_path(model: HookedTransformer, name: str) -> bool:
-    """Whether ``query_logits`` calls hook ``name`` (``hook_mlp_in`` only exists when switched on)."""
+    """Whether ``query_logits`` calls hook ``name`` (``hook_mlp_in`` once switched on)."""
     last = f"blocks.{model.cfg.n_layers - 1}."
     if name.startswith(last):
         return name.removeprefix(last) in QUERY_PATH_LAST_BLOCK
-    return name.startswith("blocks.") and not name.endswith("hook_mlp_in")
+    return name.startswith("blocks.")
 
 
 @contextmanager
-def mlp_in_hooks(model: HookedTransformer) -> Iterator[None]:
-    """``blocks.L.hook_mlp_in`` (what each MLP reads, before its LayerNorm) fires inside the block."""
+def mlp_in_hooks(model: HookedTransformer, on: bool) -> Iterator[None]:
+    """``blocks.L.hook_mlp_in`` (what each MLP reads, before its LayerNorm) fires inside the block
+    (and on the query path) while ``on``; off, the model is left as it is and the forward skips it."""
     was = model.cfg.use_hook_mlp_in
+    if not on or was:
+        yield
+        return
     model.set_use_hook_mlp_in(True)
     try:
         yield
@@ -61,11 +67,12 @@ def hooked_query_logits(
     """The query logit with ``hooks`` attached: on the query path when it calls every hooked
     name, else through the full forward (from ``blocks.{last}.hook_resid_mid`` on at the query only)."""
     hooks = list(hooks)
-    if all(on_query_path(model, name) for name, _ in hooks):
-        with model.hooks(fwd_hooks=hooks):
-            return query_logits(model, batch.tokens)
-    with mlp_in_hooks(model), model.hooks(fwd_hooks=query_only_hooks(model) + hooks):
-        return full_query_logits(model, batch.tokens)
+    with mlp_in_hooks(model, any(name.endswith("hook_mlp_in") for name, _ in hooks)):
+        if all(on_query_path(model, name) for name, _ in hooks):
+            with model.hooks(fwd_hooks=hooks):
+                return query_logits(model, batch.tokens)
+        with model.hooks(fwd_hooks=query_only_hooks(model) + hooks):
+            return full_query_logits(model, batch.tokens)
 
 
 def query_activations(
