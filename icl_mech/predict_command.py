@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icl_mech import storage
 from icl_mech.analysis.prediction import prediction_figure
 from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.errors import ConfigError
@@ -28,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     table = load_sweeps(args.sweep, levels)
     measured = load_sweeps(args.measured, levels) if args.measured else None
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; expected a directory")
+    if (blocking := storage.blocking_file(out)) is not None:
+        raise ConfigError(f"--out {blocking} is a file; expected a directory")
     result = prediction_figure(table, n_values, out, levels, measured)
     for row in result.itertuples():
         line = (
