@@ -27,6 +27,7 @@ from transformer_lens import HookedTransformer
 from icl_mech.config import RunConfig
 from icl_mech.devices import resolve_device
 from icl_mech.errors import ConfigError
+from icl_mech.graphs import captures
 from icl_mech.model import query_logits
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import Batch
@@ -126,15 +127,21 @@ class StackedMembers:
         return losses.sum()
 
 
-def _train_in_lockstep(opened: list[tuple[Member, dict | None]], progress: bool) -> None:
+def _train_in_lockstep(opened: list[tuple[Member, dict | None]], progress: bool, capture: bool) -> None:
     """Train members that stand at the same step as one stacked model."""
     members = [member for member, _ in opened]
     stacked = StackedMembers([member.model for member in members])
-    optimizer = make_optimizer(stacked.params.items(), members[0].config.train)
+    capturable = captures(torch.device(members[0].model.cfg.device), capture)
+    optimizer = make_optimizer(stacked.params.items(), members[0].config.train, capturable)
     if members[0].start > 0:  # at step 0 no member has optimizer state yet
         optimizer.load_state_dict(_stack_optimizer_states([state for _, state in opened]))
     train_members(
-        members, optimizer, stacked.loss, lambda index: _member_optimizer_state(optimizer, index), progress=progress
+        members,
+        optimizer,
+        stacked.loss,
+        lambda index: _member_optimizer_state(optimizer, index),
+        progress=progress,
+        capture=capture,
     )
 
 
@@ -145,12 +152,14 @@ def train_ensemble(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    capture: bool = True,
 ) -> list[Run]:
     """Train ``configs[i]`` into ``run_dirs[i]`` for every i, together; returns the loaded runs.
 
     Same files and semantics as calling ``train`` on each (metrics, dense checkpoints, early stop,
     ``resume``): finished members are skipped, and members resumed from different steps are
-    trained as separate groups.
+    trained as separate groups. On CUDA each group's update and evaluations run as CUDA graphs
+    unless ``capture`` is False.
     """
     check_ensemble(configs)
     if len(run_dirs) != len(configs) or len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
@@ -160,5 +169,5 @@ def train_ensemble(
         opened = [open_member(c, Path(d), torch_device, resume, locks) for c, d in zip(configs, run_dirs)]
         waiting = [pair for pair in opened if pair is not None]
         for start in sorted({member.start for member, _ in waiting}):
-            _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress)
+            _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress, capture)
     return [load_run(run_dir) for run_dir in run_dirs]

@@ -231,7 +231,7 @@ def _pool_ids(
     if task.format == "interleaved" and query == "in_context":
         is_bursty = torch.rand(n_seq, generator=generator, device=generator.device) < task.p_bursty
         bursty = _bursty_ids(task, pool, n_seq, generator)
-        if bool(is_bursty.all()):
+        if task.p_bursty >= 1:  # decided from the config, not the draw: no host sync on a GPU
             return bursty
         iid = _pool_ids(task, pool, n_seq, True, "independent", generator)
         return torch.where(is_bursty[:, None], bursty, iid)

@@ -5,7 +5,10 @@ Order at every step t: evaluate (at eval steps) -> checkpoint (at checkpoint ste
 So the metrics and the checkpoint of step t both describe the model after t updates, and the
 data of update t+1 comes from the generator state saved with checkpoint t.
 The run directory is locked by the process training it (``icl_mech.lock``), from before its
-first write to the end, so it has one writer.
+first write to the end, so it has one writer. Its files are written by a background thread
+(``icl_mech.writer``) from snapshots, in the loop's order; on CUDA the update and the evaluation
+pass run as CUDA graphs (``icl_mech.graphs``), and the host waits for the device only to read
+metrics at evaluation steps.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +34,7 @@ from icl_mech import storage
 from icl_mech.config import RunConfig, TrainConfig
 from icl_mech.devices import resolve_device
 from icl_mech.errors import RunError, TrainingStopped, WriteError
+from icl_mech.graphs import captures, replayable
 from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
 from icl_mech.run import Run, load_run
@@ -43,6 +48,7 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
+from icl_mech.writer import BackgroundWriter, host_copy
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
 RESUMABLE_CHANGES = ("steps", "stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
@@ -70,14 +76,15 @@ def evaluate(model: HookedTransformer, batch: Batch) -> tuple[float, float]:
 
 
 def make_optimizer(
-    named_parameters: Iterable[tuple[str, Tensor]], train: TrainConfig
+    named_parameters: Iterable[tuple[str, Tensor]], train: TrainConfig, capturable: bool = False
 ) -> torch.optim.Optimizer:
     """SGD or Adam with one weight decay for attention parameters and another for the rest.
 
     Takes ``model.named_parameters()``, or an ensemble's stacked parameters under the same names
     (every update rule here acts elementwise, so one optimizer over stacked parameters updates each
     member exactly as its own optimizer would). Parameters of the sub-circuits in ``train.frozen``
-    are left out, so they keep their initial weights.
+    are left out, so they keep their initial weights. ``capturable`` keeps Adam's step count on
+    the device, as a CUDA graph of the update needs (``icl_mech.graphs``).
     """
     groups: dict[bool, list[Tensor]] = {True: [], False: []}
     for name, parameter in named_parameters:
@@ -93,26 +100,36 @@ def make_optimizer(
     # update is memory-bound, so on CPU this is 4x faster, most visible in ensembles.
     if train.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=train.lr, fused=True)
-    return torch.optim.Adam(param_groups, lr=train.lr, fused=True)
+    return torch.optim.Adam(param_groups, lr=train.lr, fused=True, capturable=capturable)
 
 
-def _save_checkpoint(
+def _checkpoint_write(
     run_dir: Path, step: int, model: HookedTransformer, optimizer_state: dict, data_rng: torch.Generator
-) -> None:
-    """The model at ``step``, then the optimizer state (a ``state_dict``) and data-RNG state
-    needed to resume from it."""
-    meta = {"step": str(step)}
-    storage.save_tensors(storage.checkpoint_path(run_dir, step), model.state_dict(), meta)
-    tensors = {"data_rng": data_rng.get_state()}
+) -> Callable[[], None]:
+    """Snapshot the model at ``step``, the optimizer state (a ``state_dict``) and the data-RNG
+    state needed to resume from it; returns the write of the snapshot, for the writer's thread:
+    the model's checkpoint, then the resume state that points at it."""
+    weights, weights_copied = host_copy(model.state_dict())
+    optimizer_tensors: dict[str, Tensor] = {}
     plain: dict[str, dict] = {}
     for index, values in optimizer_state["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value
+                optimizer_tensors[f"optimizer.{index}.{key}"] = value
             else:
                 plain.setdefault(str(index), {})[key] = value
-    meta["optimizer"] = json.dumps({"param_groups": optimizer_state["param_groups"], "plain_state": plain})
-    storage.save_tensors(run_dir / storage.RESUME, tensors, meta)
+    resume_tensors, resume_copied = host_copy(optimizer_tensors)
+    resume_tensors["data_rng"] = data_rng.get_state()
+    meta = {"step": str(step)}
+    resume_meta = {**meta, "optimizer": json.dumps({"param_groups": optimizer_state["param_groups"], "plain_state": plain})}
+
+    def write() -> None:
+        weights_copied()
+        storage.save_tensors(storage.checkpoint_path(run_dir, step), weights, meta)
+        resume_copied()
+        storage.save_tensors(run_dir / storage.RESUME, resume_tensors, resume_meta)
+
+    return write
 
 
 def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator) -> tuple[int, dict]:
@@ -245,6 +262,63 @@ def open_member(
     return member, optimizer_state
 
 
+class _Evaluation:
+    """Every member's loss and accuracy on each of its evaluation sets at one step, read back to
+    the host in one transfer. On CUDA the pass over all members is one captured graph (the sets
+    never change, so the graph's inputs are fixed); elsewhere only the members asked for are
+    evaluated."""
+
+    def __init__(self, members: list[Member], device: torch.device, capture: bool):
+        self.members = members
+        self.columns = [f"{name}_{what}" for name in members[0].eval_sets for what in ("loss", "acc")]
+        self.captured = captures(device, capture)
+        self._output: dict[str, Tensor] = {}
+        if self.captured:
+            self._evaluate_all = replayable(lambda: self._output.update(all=self._metrics(members)), device)
+
+    @staticmethod
+    @torch.no_grad()
+    def _metrics(members: list[Member]) -> Float[Tensor, "members columns"]:
+        return torch.stack([
+            torch.cat([
+                torch.stack(logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
+                for batch in member.eval_sets.values()
+            ])
+            for member in members
+        ])
+
+    def __call__(self, indices: list[int]) -> dict[int, dict[str, float]]:
+        """The metrics of the members at ``indices``, by index, as a metrics row holds them."""
+        if not indices:
+            return {}
+        if self.captured:
+            self._evaluate_all()
+            values = self._output["all"][indices]
+        else:
+            values = self._metrics([self.members[index] for index in indices])
+        return {index: dict(zip(self.columns, row)) for index, row in zip(indices, values.tolist())}
+
+
+def _update(
+    members: list[Member],
+    optimizer: torch.optim.Optimizer,
+    loss_of: Callable[[list[Batch]], Tensor],
+    keep_gradients: bool,
+) -> None:
+    """One optimizer update of every member, each on a batch drawn from its own data RNG, with no
+    host synchronization (so it can be captured). ``keep_gradients`` zeroes the gradients in place
+    instead of freeing them, as a graph, which owns their memory, needs."""
+    train_cfg = members[0].config.train
+    batches = [
+        sample_batch(m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness])
+        for m in members
+    ]
+    loss = loss_of(batches)
+    optimizer.zero_grad(set_to_none=not keep_gradients)
+    loss.backward()
+    optimizer.step()
+
+
 def train_members(
     members: list[Member],
     optimizer: torch.optim.Optimizer,
@@ -252,6 +326,7 @@ def train_members(
     optimizer_state_of: Callable[[int], dict],
     *,
     progress: bool = True,
+    capture: bool = True,
 ) -> None:
     """The training loop, for one run or an ensemble stepping together.
 
@@ -259,7 +334,11 @@ def train_members(
     the optimizer. Each step samples one batch per member from its own data RNG; ``loss_of`` turns
     them into one loss whose gradient is every member's own. ``optimizer_state_of(i)`` is member
     i's optimizer ``state_dict``, saved with its checkpoints. A member that stops early is
-    finished and no longer saved; the others go on.
+    finished and no longer evaluated or saved; the others go on (in a captured ensemble its
+    update keeps running, so the graph, and the others' step time, stay as they are).
+
+    ``capture`` runs the update and the evaluation pass as CUDA graphs when the members are on
+    CUDA (``icl_mech.graphs``; Adam must then be ``make_optimizer(..., capturable=True)``).
 
     SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
     finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
@@ -267,47 +346,54 @@ def train_members(
     A failed write raises ``WriteError`` saying how to resume; what was written before is intact.
     """
     train_cfg, start = members[0].config.train, members[0].start
+    device = torch.device(members[0].model.cfg.device)
     total = train_cfg.steps
     saves = set(checkpoint_steps(total, train_cfg.checkpoint_every))
     evals = set(range(0, total + 1, train_cfg.eval_every)) | saves
+    evaluation = _Evaluation(members, device, capture)
+    update: Callable[[], None] | None = None  # recorded at the first update, after step start's saves
     began = time.perf_counter()
     step = start
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
     with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar, \
-            _sigterm_requests_stop() as stop_requested, _resume_hint_on_write_failure(members):
+            _sigterm_requests_stop() as stop_requested, _resume_hint_on_write_failure(members), \
+            BackgroundWriter() as writer:
         while True:
+            # a resumed member's start step is already recorded (its metrics and checkpoint)
+            fresh = [not (member.done or member.resumed and step == start) for member in members]
+            metrics = evaluation([index for index in range(len(members)) if fresh[index]]) if step in evals else {}
             for index, member in enumerate(members):
                 if member.done:
                     continue
-                fresh = not (member.resumed and step == start)  # the resumed step is already recorded
-                if fresh and step in evals:
-                    row = {"step": step}
-                    for set_name, batch in member.eval_sets.items():
-                        row[f"{set_name}_loss"], row[f"{set_name}_acc"] = evaluate(member.model, batch)
-                    storage.append_json_line(member.run_dir / storage.METRICS, row)
+                if index in metrics:
+                    row = {"step": step, **metrics[index]}
+                    writer.submit(partial(storage.append_json_line, member.run_dir / storage.METRICS, row))
                     bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
                     member.history.append(row)
                     member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
-                if fresh and (step in saves or member.stopped_early):
-                    _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+                if fresh[index] and (step in saves or member.stopped_early):
+                    writer.submit(
+                        _checkpoint_write(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+                    )
                 if step >= total or member.stopped_early:
                     member.done = True
-                    _write_status(member, step, time.perf_counter() - began)
+                    writer.submit(partial(_write_status, member, step, time.perf_counter() - began))
             if all(member.done for member in members):
                 break
             if stop_requested:
                 on_disk = step in saves or step == start and members[0].resumed
-                _save_and_stop(members, step, on_disk, optimizer_state_of)
-            batches = [
-                sample_batch(
-                    m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness]
+                _save_and_stop(members, step, on_disk, optimizer_state_of, writer)
+            if update is None:
+                keep_gradients = captures(device, capture)
+                update = replayable(
+                    partial(_update, members, optimizer, loss_of, keep_gradients),
+                    device,
+                    generators=[member.data_rng for member in members],
+                    parameters=[parameter for group in optimizer.param_groups for parameter in group["params"]],
+                    optimizer=optimizer,
+                    capture=capture,
                 )
-                for m in members
-            ]
-            loss = loss_of(batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            update()
             step += 1
             bar.update(1)
 
@@ -347,12 +433,19 @@ def _resume_hint_on_write_failure(members: list[Member]) -> Iterator[None]:
         ) from None
 
 
-def _save_and_stop(members: list[Member], step: int, on_disk: bool, optimizer_state_of: Callable[[int], dict]) -> None:
+def _save_and_stop(
+    members: list[Member],
+    step: int,
+    on_disk: bool,
+    optimizer_state_of: Callable[[int], dict],
+    writer: BackgroundWriter,
+) -> None:
     """Save every unfinished member at ``step`` (unless its checkpoint and resume state there are
-    already ``on_disk``) and raise ``TrainingStopped``."""
+    already ``on_disk``), wait for every write, and raise ``TrainingStopped``."""
     for index, member in enumerate(members):
         if not member.done and not on_disk:
-            _save_checkpoint(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+            writer.submit(_checkpoint_write(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng))
+    writer.flush()
     raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
 
@@ -377,18 +470,22 @@ def train(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    capture: bool = True,
 ) -> Run:
     """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded.
 
     ``resume=True`` continues the run in ``run_dir`` and starts it if there is none (what a sweep
     wants; ``icl-mech train --resume`` requires a run). ``run_dir`` is locked while it trains: a
-    second process training it meanwhile gets ``RunLockedError`` naming this one.
+    second process training it meanwhile gets ``RunLockedError`` naming this one. On CUDA the
+    update and the evaluations run as CUDA graphs unless ``capture`` is False (eager, to compare).
     """
+    torch_device = resolve_device(device)
     with ExitStack() as locks:
-        opened = open_member(config, Path(run_dir), resolve_device(device), resume, locks)
+        opened = open_member(config, Path(run_dir), torch_device, resume, locks)
         if opened is not None:
             member, optimizer_state = opened
-            optimizer = make_optimizer(member.model.named_parameters(), config.train)
+            capturable = captures(torch_device, capture)
+            optimizer = make_optimizer(member.model.named_parameters(), config.train, capturable)
             if optimizer_state is not None:
                 optimizer.load_state_dict(optimizer_state)
 
@@ -396,5 +493,7 @@ def train(
                 (batch,) = batches
                 return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
 
-            train_members([member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress)
+            train_members(
+                [member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress, capture=capture
+            )
     return load_run(run_dir)

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from icl_mech import RunLockedError, TrainingStopped, load_run, preset, storage, train
+from icl_mech import RunLockedError, TrainingStopped, load_run, preset, storage, train, trainer
 from icl_mech.cli import main
 from icl_mech.ensemble import train_ensemble
 from icl_mech.sweep import ERROR, plan_sweep, run_status, train_unit
@@ -176,15 +176,16 @@ def test_a_failed_write_stops_with_one_line_and_resume_continues_exactly(
 
 
 def sigterm_on_metrics_row(monkeypatch, step: int) -> None:
-    """Send this process SIGTERM while the metrics row of ``step`` is written (mid-step)."""
-    real_append = storage.append_json_line
+    """Send this process SIGTERM once the metrics row of ``step`` is made (mid-step; the row is
+    written by the writer thread, the stopping rule reads it on the training thread)."""
+    real_stop_reason = trainer.stop_reason
 
-    def append(path, value):
-        real_append(path, value)
-        if value["step"] == step:
+    def stop_reason(history, train_cfg):
+        if history[-1]["step"] == step:
             os.kill(os.getpid(), signal.SIGTERM)
+        return real_stop_reason(history, train_cfg)
 
-    monkeypatch.setattr(storage, "append_json_line", append)
+    monkeypatch.setattr(trainer, "stop_reason", stop_reason)
 
 
 def test_sigterm_saves_the_step_reached_and_a_sweep_worker_resumes_it_exactly(reference, tmp_path, monkeypatch):

@@ -1,0 +1,196 @@
+"""The GPU engine's parts: the background checkpoint writer, the replayable (captured) update, and,
+where a CUDA device is present, captured training against eager training.
+
+Everything but the graph itself is tested on the CPU: the writer thread's ordering and failure
+handling, the snapshots, and the state ``replayable`` restores after its warm-up runs (the capture
+replaced by eager calls, so the bookkeeping around it runs as it does on a GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+from icl_mech import graphs, preset, storage, train
+from icl_mech.ensemble import train_ensemble
+from icl_mech.errors import WriteError
+from icl_mech.model import build_model, query_logits
+from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
+from icl_mech.trainer import logistic_loss_and_accuracy, make_optimizer
+from icl_mech.writer import BackgroundWriter, host_copy
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+TINY = {"K": 64, "steps": 40, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
+
+
+def tiny_config(**overrides):
+    return preset("cpu").override(**{**TINY, **overrides})
+
+
+def test_the_writer_runs_writes_in_order_on_its_own_thread_and_flush_waits_for_them():
+    done, threads = [], set()
+
+    def write(index):
+        time.sleep(0.01 * (index % 3))  # later writes are quicker: order must come from the queue
+        threads.add(threading.current_thread())
+        done.append(index)
+
+    with BackgroundWriter(max_pending=2) as writer:
+        for index in range(10):
+            writer.submit(lambda index=index: write(index))
+        writer.flush()
+        assert done == list(range(10))
+    assert threads and threading.current_thread() not in threads
+
+
+def test_a_failed_write_drops_the_later_ones_and_is_raised_on_the_training_thread():
+    done = []
+
+    def fail():
+        raise WriteError("cannot write x: No space left on device (ENOSPC)")
+
+    writer = BackgroundWriter()
+    writer.submit(lambda: done.append(1))
+    writer.submit(fail)
+    writer.submit(lambda: done.append(3))  # queued behind the failure: must not reach the disk
+    with pytest.raises(WriteError, match="ENOSPC"):
+        writer.flush()
+    with pytest.raises(WriteError, match="ENOSPC"):
+        writer.submit(lambda: done.append(4))
+    with pytest.raises(WriteError, match="ENOSPC"):
+        writer.__exit__(None, None, None)
+    assert done == [1]
+
+
+def test_leaving_on_another_error_finishes_the_submitted_writes_and_keeps_that_error():
+    done = []
+    with pytest.raises(KeyboardInterrupt), BackgroundWriter() as writer:
+        writer.submit(lambda: (time.sleep(0.05), done.append("snapshot")))
+        raise KeyboardInterrupt
+    assert done == ["snapshot"]
+
+
+def test_a_snapshot_keeps_the_values_of_when_it_was_taken():
+    weight = torch.arange(6.0).reshape(2, 3)
+    copies, wait = host_copy({"w": weight})
+    weight.add_(100)  # training goes on
+    wait()
+    assert torch.equal(copies["w"], torch.arange(6.0).reshape(2, 3))
+
+
+def _training_state(optimizer_name: str):
+    """A model, its optimizer, its data generator and an update function, as the trainer builds them."""
+    config = tiny_config(optimizer=optimizer_name, lr=1e-2)
+    model = build_model(config, "cpu")
+    optimizer = make_optimizer(model.named_parameters(), config.train)
+    pool = training_pool(config.task, 0)
+    generator = stream_generator(0, "train")
+
+    def update(keep_gradients: bool) -> None:
+        batch = sample_batch(config.task, pool, 16, generator, **TRAINING_MODES["bursty"])
+        loss = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)[0]
+        optimizer.zero_grad(set_to_none=not keep_gradients)
+        loss.backward()
+        optimizer.step()
+
+    return model, optimizer, generator, update
+
+
+@pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])
+def test_the_replayed_update_takes_the_eager_trajectory_from_the_first_step(monkeypatch, optimizer_name):
+    """``replayable`` runs the update a few times before capturing it; what it restores afterwards
+    (parameters, optimizer state created by the warm-up, generator) must make the first replay the
+    eager first step. The capture is replaced by eager calls here, the bookkeeping is the real one."""
+    eager_model, _, _, eager_update = _training_state(optimizer_name)
+    for _ in range(5):
+        eager_update(keep_gradients=False)
+
+    model, optimizer, generator, update = _training_state(optimizer_name)
+    calls = []
+
+    def eager_capture(function, generators):
+        for _ in range(graphs.WARMUP_RUNS + 1):  # the warm-up runs and the (not replayed) capture
+            function()
+        calls.append(generators)
+        return function
+
+    monkeypatch.setattr(graphs, "_captured", eager_capture)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    monkeypatch.setattr(graphs, "captures", lambda device, capture: True)
+    replay = graphs.replayable(
+        lambda: update(keep_gradients=True), torch.device("cpu"), generators=[generator],
+        parameters=parameters, optimizer=optimizer, capture=True,
+    )
+    assert calls == [[generator]]
+    for _ in range(5):
+        replay()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter, eager_model.get_parameter(name), rtol=0, atol=0, msg=name)
+
+
+def test_the_interleaved_sampler_decides_burstiness_from_the_config_not_the_draw():
+    """No host synchronization in sampling: a p_bursty < 1 batch draws its iid alternative even
+    when every sequence came out bursty (a graph cannot branch on data)."""
+    task = tiny_config(format="interleaved", N=9, B=2, p_bursty=0.999, K=64).task
+    pool = training_pool(task, 0)
+    generator = stream_generator(0, "train")
+    state = generator.get_state()
+    sample_batch(task, pool, 4, generator, replacement=True, query="in_context")
+    drawn = generator.get_state()
+    generator.set_state(state)
+    always_bursty = dataclasses.replace(task, p_bursty=1.0)
+    sample_batch(always_bursty, pool, 4, generator, replacement=True, query="in_context")
+    assert not torch.equal(drawn, generator.get_state())  # p_bursty < 1 drew more numbers
+
+
+def test_training_on_cpu_writes_the_same_files_through_the_writer(tmp_path):
+    """Metrics rows, checkpoints and status all reach the disk by the end of train()."""
+    run = train(tiny_config(), tmp_path / "run", progress=False)
+    steps = [json.loads(line)["step"] for line in (run.path / storage.METRICS).read_text().splitlines()]
+    checkpoints = [0, 1, 2, 4, 8, 10, 20, 30, 40]  # every checkpoint step is evaluated too
+    assert steps == sorted({*range(0, 41, 5), *checkpoints}) and run.steps == checkpoints
+    assert run.status["last_step"] == 40 and not list(tmp_path.rglob("*.tmp"))
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run.path / storage.METRICS).read_text().splitlines()]
+
+
+@needs_cuda
+@pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])
+def test_a_captured_run_gives_the_eager_runs_metrics(tmp_path, optimizer_name):
+    config = tiny_config(steps=200, optimizer=optimizer_name, lr=1e-2 if optimizer_name == "sgd" else 1e-3)
+    eager = train(config, tmp_path / "eager", device="cuda", progress=False, capture=False)
+    captured = train(config, tmp_path / "captured", device="cuda", progress=False)
+    for eager_row, captured_row in zip(_rows(eager), _rows(captured), strict=True):
+        assert eager_row.keys() == captured_row.keys()
+        for key in eager_row:
+            assert captured_row[key] == pytest.approx(eager_row[key], abs=1e-4), (eager_row["step"], key)
+
+
+@needs_cuda
+def test_a_captured_run_resumes_exactly(tmp_path):
+    config = tiny_config(steps=200)
+    whole = train(config, tmp_path / "whole", device="cuda", progress=False)
+    train(config.override(steps=100), tmp_path / "split", device="cuda", progress=False)
+    split = train(config, tmp_path / "split", device="cuda", resume=True, progress=False)
+    for whole_row, split_row in zip(_rows(whole), _rows(split), strict=True):
+        assert split_row == pytest.approx(whole_row, rel=0, abs=1e-6)
+    for name, tensor in whole.state_dict(200).items():
+        torch.testing.assert_close(split.state_dict(200)[name], tensor, rtol=0, atol=1e-6)
+
+
+@needs_cuda
+def test_a_captured_ensemble_gives_the_eager_ensembles_metrics(tmp_path):
+    configs = [tiny_config(seed=seed, K=K, steps=200) for seed, K in [(0, 64), (1, 128), (2, 64)]]
+    eager = train_ensemble(configs, [tmp_path / f"eager{i}" for i in range(3)], device="cuda", progress=False, capture=False)
+    captured = train_ensemble(configs, [tmp_path / f"captured{i}" for i in range(3)], device="cuda", progress=False)
+    for eager_run, captured_run in zip(eager, captured):
+        assert captured_run.status["last_step"] == eager_run.status["last_step"]
+        for eager_row, captured_row in zip(_rows(eager_run), _rows(captured_run), strict=True):
+            assert captured_row == pytest.approx(eager_row, abs=1e-4)
