@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,12 +28,12 @@ from transformer_lens import HookedTransformer
 from icl_mech.config import RunConfig
 from icl_mech.devices import resolve_device
 from icl_mech.errors import ConfigError
-from icl_mech.graphs import captures
 from icl_mech.model import query_logits
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import Batch
 from icl_mech.trainer import (
     Member,
+    Stepping,
     logistic_loss_and_accuracy,
     make_optimizer,
     open_member,
@@ -127,22 +128,14 @@ class StackedMembers:
         return losses.sum()
 
 
-def _train_in_lockstep(opened: list[tuple[Member, dict | None]], progress: bool, capture: bool) -> None:
-    """Train members that stand at the same step as one stacked model."""
-    members = [member for member, _ in opened]
+def _step_stacked(members: list[Member], optimizer_states: list[dict | None], capturable: bool) -> Stepping:
+    """Members as one stacked model: one optimizer over the stacked parameters (holding each
+    member's own state) and ``StackedMembers.loss``."""
     stacked = StackedMembers([member.model for member in members])
-    capturable = captures(torch.device(members[0].model.cfg.device), capture)
     optimizer = make_optimizer(stacked.params.items(), members[0].config.train, capturable)
-    if members[0].start > 0:  # at step 0 no member has optimizer state yet
-        optimizer.load_state_dict(_stack_optimizer_states([state for _, state in opened]))
-    train_members(
-        members,
-        optimizer,
-        stacked.loss,
-        lambda index: _member_optimizer_state(optimizer, index),
-        progress=progress,
-        capture=capture,
-    )
+    if all(state is not None and state["state"] for state in optimizer_states):  # else no step taken yet
+        optimizer.load_state_dict(_stack_optimizer_states(optimizer_states))
+    return Stepping(optimizer, stacked.loss, partial(_member_optimizer_state, optimizer))
 
 
 def train_ensemble(
@@ -169,5 +162,7 @@ def train_ensemble(
         opened = [open_member(c, Path(d), torch_device, resume, locks) for c, d in zip(configs, run_dirs)]
         waiting = [pair for pair in opened if pair is not None]
         for start in sorted({member.start for member, _ in waiting}):
-            _train_in_lockstep([pair for pair in waiting if pair[0].start == start], progress, capture)
+            group = [pair for pair in waiting if pair[0].start == start]
+            members, states = [member for member, _ in group], [state for _, state in group]
+            train_members(members, states, _step_stacked, progress=progress, capture=capture)
     return [load_run(run_dir) for run_dir in run_dirs]

@@ -238,6 +238,23 @@ class Member:
         return self.stop_reason is not None
 
 
+@dataclass
+class Stepping:
+    """How the loop updates the members it steps together: one optimizer over their parameters,
+    one loss for one batch per member whose gradient is each member's own, and the optimizer
+    ``state_dict`` of the member at a position among them (saved with its checkpoints)."""
+
+    optimizer: torch.optim.Optimizer
+    loss_of: Callable[[list[Batch]], Tensor]
+    state_of: Callable[[int], dict]
+
+
+#: Builds the Stepping of members from their optimizer ``state_dict``s (None or empty: a new run),
+#: with a ``capturable`` optimizer for CUDA graphs; called again with the members still training
+#: when some stop, where the update is not captured.
+StepTogether = Callable[[list[Member], list[dict | None], bool], Stepping]
+
+
 def open_member(
     config: RunConfig, run_dir: Path, device: torch.device, resume: bool, locks: ExitStack
 ) -> tuple[Member, dict | None] | None:
@@ -299,12 +316,7 @@ class _Evaluation:
         return {index: dict(zip(self.columns, row)) for index, row in zip(indices, values.tolist())}
 
 
-def _update(
-    members: list[Member],
-    optimizer: torch.optim.Optimizer,
-    loss_of: Callable[[list[Batch]], Tensor],
-    keep_gradients: bool,
-) -> None:
+def _update(members: list[Member], stepping: Stepping, keep_gradients: bool) -> None:
     """One optimizer update of every member, each on a batch drawn from its own data RNG, with no
     host synchronization (so it can be captured). ``keep_gradients`` zeroes the gradients in place
     instead of freeing them, as a graph, which owns their memory, needs."""
@@ -313,32 +325,31 @@ def _update(
         sample_batch(m.config.task, m.pool, train_cfg.batch_size, m.data_rng, **TRAINING_MODES[m.config.task.burstiness])
         for m in members
     ]
-    loss = loss_of(batches)
-    optimizer.zero_grad(set_to_none=not keep_gradients)
+    loss = stepping.loss_of(batches)
+    stepping.optimizer.zero_grad(set_to_none=not keep_gradients)
     loss.backward()
-    optimizer.step()
+    stepping.optimizer.step()
 
 
 def train_members(
     members: list[Member],
-    optimizer: torch.optim.Optimizer,
-    loss_of: Callable[[list[Batch]], Tensor],
-    optimizer_state_of: Callable[[int], dict],
+    optimizer_states: list[dict | None],
+    step_together: StepTogether,
     *,
     progress: bool = True,
     capture: bool = True,
 ) -> None:
     """The training loop, for one run or an ensemble stepping together.
 
-    Members share the step counter, the schedule (their TrainConfigs differ at most in seed) and
-    the optimizer. Each step samples one batch per member from its own data RNG; ``loss_of`` turns
-    them into one loss whose gradient is every member's own. ``optimizer_state_of(i)`` is member
-    i's optimizer ``state_dict``, saved with its checkpoints. A member that stops early is
-    finished and no longer evaluated or saved; the others go on (in a captured ensemble its
-    update keeps running, so the graph, and the others' step time, stay as they are).
+    Members share the step counter and the schedule (their TrainConfigs differ at most in seed),
+    and are updated together as ``step_together`` builds it from their ``optimizer_states``. Each
+    step samples one batch per member from its own data RNG. A member that stops early is finished
+    and no longer evaluated or saved; the others go on without it (restacked without it; in a
+    captured ensemble its update keeps running instead, so the graph stays as recorded and the
+    others' step time as it was).
 
     ``capture`` runs the update and the evaluation pass as CUDA graphs when the members are on
-    CUDA (``icl_mech.graphs``; Adam must then be ``make_optimizer(..., capturable=True)``).
+    CUDA (``icl_mech.graphs``).
 
     SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
     finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
@@ -351,7 +362,14 @@ def train_members(
     saves = set(checkpoint_steps(total, train_cfg.checkpoint_every))
     evals = set(range(0, total + 1, train_cfg.eval_every)) | saves
     evaluation = _Evaluation(members, device, capture)
+    capturing = captures(device, capture)
+    stepped = list(members)
+    stepping = step_together(stepped, optimizer_states, capturing)
     update: Callable[[], None] | None = None  # recorded at the first update, after step start's saves
+
+    def state_of(member: Member) -> dict:
+        return stepping.state_of(stepped.index(member))
+
     began = time.perf_counter()
     step = start
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
@@ -373,7 +391,7 @@ def train_members(
                     member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 if fresh[index] and (step in saves or member.stopped_early):
                     writer.submit(
-                        _checkpoint_write(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng)
+                        _checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
                     )
                 if step >= total or member.stopped_early:
                     member.done = True
@@ -382,15 +400,18 @@ def train_members(
                 break
             if stop_requested:
                 on_disk = step in saves or step == start and members[0].resumed
-                _save_and_stop(members, step, on_disk, optimizer_state_of, writer)
+                _save_and_stop(members, step, on_disk, state_of, writer)
+            if not capturing and any(member.done for member in stepped):
+                still = [member for member in stepped if not member.done]
+                stepping = step_together(still, [state_of(member) for member in still], False)
+                stepped, update = still, None
             if update is None:
-                keep_gradients = captures(device, capture)
                 update = replayable(
-                    partial(_update, members, optimizer, loss_of, keep_gradients),
+                    partial(_update, stepped, stepping, capturing),
                     device,
-                    generators=[member.data_rng for member in members],
-                    parameters=[parameter for group in optimizer.param_groups for parameter in group["params"]],
-                    optimizer=optimizer,
+                    generators=[member.data_rng for member in stepped],
+                    parameters=[parameter for group in stepping.optimizer.param_groups for parameter in group["params"]],
+                    optimizer=stepping.optimizer,
                     capture=capture,
                 )
             update()
@@ -437,14 +458,14 @@ def _save_and_stop(
     members: list[Member],
     step: int,
     on_disk: bool,
-    optimizer_state_of: Callable[[int], dict],
+    state_of: Callable[[Member], dict],
     writer: BackgroundWriter,
 ) -> None:
     """Save every unfinished member at ``step`` (unless its checkpoint and resume state there are
     already ``on_disk``), wait for every write, and raise ``TrainingStopped``."""
-    for index, member in enumerate(members):
+    for member in members:
         if not member.done and not on_disk:
-            writer.submit(_checkpoint_write(member.run_dir, step, member.model, optimizer_state_of(index), member.data_rng))
+            writer.submit(_checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
     writer.flush()
     raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
@@ -461,6 +482,20 @@ def _write_status(member: Member, step: int, seconds: float) -> None:
             "device": str(member.model.cfg.device),
         },
     )
+
+
+def _step_alone(members: list[Member], optimizer_states: list[dict | None], capturable: bool) -> Stepping:
+    """One run's Stepping: its own optimizer, and ``query_logits``'s loss on its batch."""
+    (member,), (optimizer_state,) = members, optimizer_states
+    optimizer = make_optimizer(member.model.named_parameters(), member.config.train, capturable)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+
+    def loss_of(batches: list[Batch]) -> Tensor:
+        (batch,) = batches
+        return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+
+    return Stepping(optimizer, loss_of, lambda position: optimizer.state_dict())
 
 
 def train(
@@ -484,16 +519,5 @@ def train(
         opened = open_member(config, Path(run_dir), torch_device, resume, locks)
         if opened is not None:
             member, optimizer_state = opened
-            capturable = captures(torch_device, capture)
-            optimizer = make_optimizer(member.model.named_parameters(), config.train, capturable)
-            if optimizer_state is not None:
-                optimizer.load_state_dict(optimizer_state)
-
-            def loss_of(batches: list[Batch]) -> Tensor:
-                (batch,) = batches
-                return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
-
-            train_members(
-                [member], optimizer, loss_of, lambda index: optimizer.state_dict(), progress=progress, capture=capture
-            )
+            train_members([member], [optimizer_state], _step_alone, progress=progress, capture=capture)
     return load_run(run_dir)

@@ -58,3 +58,15 @@ def test_members_of_different_shapes_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="distinct run directory"):
         train_ensemble([small_config(), small_config(seed=1)], [tmp_path / "a", tmp_path / "a"])
     assert not any(tmp_path.iterdir())
+
+
+def test_members_that_stop_early_leave_the_others_training_as_they_would_alone(tmp_path):
+    """Stopped members are dropped from the stacked step (restacked without them, their optimizer
+    state carried over): the others end exactly where they would alone. With ICL accuracy 0.56 as
+    the stop, seeds 0 and 2 stop at steps 1 and 5 and seed 1 runs all 60."""
+    configs = [small_config(seed=seed, steps=60, eval_every=5, stop_icl_acc=0.56) for seed in range(3)]
+    runs = train_ensemble(configs, [tmp_path / f"member{i}" for i in range(3)], progress=False)
+    alone = [train(config, tmp_path / f"alone{i}", progress=False) for i, config in enumerate(configs)]
+    assert [run.status["last_step"] for run in runs] == [run.status["last_step"] for run in alone] == [1, 60, 5]
+    for run, run_alone in zip(runs, alone):
+        assert_same_run(run, run_alone)
