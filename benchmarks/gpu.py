@@ -69,8 +69,8 @@ class Sizes:
 #: fit's start-up holds them, and the rest are per-step cost, as in a paper run). An E=64
 #: ensemble's start-up is long (every member makes its evaluation sets: 6000 sequences of 100
 #: tokens), so its short run is 5 epochs, enough steps to stand out of it yet short at any
-#: speed; its long run's extra early checkpoint (4096) counts as per-step cost: the projection
-#: errs high, by one checkpoint over the extra steps.
+#: speed; the long run's one extra early checkpoint (4096, when it gets there) counts as per-step
+#: cost: the projection errs high, by one checkpoint over the extra steps.
 FULL = Sizes(
     config=preset("paper"),
     authors_workers=4,
