@@ -3,18 +3,21 @@
 Prints one table row per comparison (median seconds of several repeats, the speedup, its target)
 and exits 1 if a speedup misses its target by more than 20 percent. ``--quick`` runs every
 comparison at toy sizes to check the machinery (the smoke test); its ratios mean nothing and are
-not checked.
+not checked. ``--device cuda`` prints the GPU table instead (benchmarks/gpu.py), or without CUDA
+says so in one line and exits 2 (before importing the library).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from benchmarks import comparisons
-from benchmarks.comparisons import Comparison, ensemble, probes, training_step
+if TYPE_CHECKING:
+    from benchmarks.comparisons import Comparison
 
 #: A ratio may fall this far below its target before the benchmark fails.
 TOLERANCE = 0.8
@@ -37,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy sizes: check it runs, not how fast")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median)")
     parser.add_argument(
-        "--clock", choices=sorted(comparisons.CLOCKS), default="wall",
-        help="wall: elapsed time (default), cpu: this process's CPU time (steadier on a machine shared with other jobs)",
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="cpu: the CPU table (default); cuda: the paper preset end to end on the GPU, against the authors' loop there",
+    )
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="wall",
+        help="CPU table: wall: elapsed time (default), cpu: this process's CPU time (steadier on a machine shared "
+             "with other jobs); the CUDA table times the wall clock",
     )
     parser.add_argument(
         "--threads", type=int, default=torch.get_num_threads(),
@@ -46,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        if args.clock == "cpu" or args.repeats is not None:
+            parser.error("--clock cpu and --repeats are the CPU table's; the CUDA table times each run once, wall clock")
+        return cuda_table(args.quick)
+    from benchmarks import comparisons
+    from benchmarks.comparisons import ensemble, probes, training_step
+
     comparisons.clock = comparisons.CLOCKS[args.clock]
     repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
@@ -59,6 +74,29 @@ def main(argv: list[str] | None = None) -> int:
         print("(--quick: toy sizes, targets not checked)")
         return 0
     missed = [row.name for row in rows if row.ratio < TOLERANCE * row.target]
+    if missed:
+        print(f"missed by more than {1 - TOLERANCE:.0%}: {missed}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+def cuda_table(quick: bool) -> int:
+    """The GPU table (``--quick``: toy sizes, not checked); exit status 2 without CUDA."""
+    if not torch.cuda.is_available():
+        why = "built without CUDA" if torch.version.cuda is None else "no GPU visible"
+        print(f"python -m benchmarks --device cuda: no CUDA device here (torch {torch.__version__}, {why}); "
+              "the CPU table is `python -m benchmarks`", file=sys.stderr)
+        return 2
+    from benchmarks import gpu
+
+    print(gpu.device_line("cuda"), flush=True)
+    began = time.perf_counter()
+    measured = gpu.measure(gpu.QUICK if quick else gpu.FULL, "cuda")
+    print(gpu.format_report(measured, TOLERANCE, check=not quick))
+    print(f"(the table took {time.perf_counter() - began:.0f} s)")
+    if quick:
+        print("(--quick: toy sizes, targets not checked)")
+        return 0
+    missed = gpu.missed(measured, TOLERANCE)
     if missed:
         print(f"missed by more than {1 - TOLERANCE:.0%}: {missed}", file=sys.stderr)
     return 1 if missed else 0
