@@ -70,3 +70,15 @@ def test_members_that_stop_early_leave_the_others_training_as_they_would_alone(t
     assert [run.status["last_step"] for run in runs] == [run.status["last_step"] for run in alone] == [1, 60, 5]
     for run, run_alone in zip(runs, alone):
         assert_same_run(run, run_alone)
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_256_members_trains_each_as_it_would_alone(tmp_path):
+    """The GPU width of issue 11, run on the CPU at toy size: 256 run directories locked, stacked,
+    evaluated and saved by one process; two members checked against runs trained alone."""
+    base = dict(K=64, N=9, d_mlp=16, eval_size=16, batch_size=8, steps=2, eval_every=1, checkpoint_every=1)
+    configs = [preset("cpu").override(**{**base, "seed": seed, "K": 64 if seed % 2 else 128}) for seed in range(256)]
+    runs = train_ensemble(configs, [tmp_path / f"member{i}" for i in range(256)], progress=False)
+    assert all(run.status["last_step"] == 2 and run.steps == [0, 1, 2] for run in runs)
+    for index in (0, 255):
+        assert_same_run(runs[index], train(configs[index], tmp_path / f"alone{index}", progress=False))
