@@ -42,6 +42,7 @@ def test_figures_on_a_tiny_sweep_write_every_png_and_csv(tiny_sweep, tmp_path, c
     transition = pd.read_csv(tmp_path / "transition.csv")
     assert set(transition.condition) >= {"N=5, equalized=False, weight_decay_attn=0.0", "N=9, equalized=False, weight_decay_attn=0.0"}
     assert set(pd.read_csv(tmp_path / "memorization.csv").K) == {16, 32}
+    assert (transition.uncommitted == transition.runs).all()  # no stopping rule: all ended at the budget
 
 
 @pytest.mark.slow

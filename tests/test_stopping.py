@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from icl_mech import ConfigError, preset
+from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.config import TrainConfig
 from icl_mech.stopping import stop_reason
 from icl_mech.trainer import train
@@ -69,3 +70,5 @@ def test_a_memorizing_run_ends_once_memorization_plateaus(tmp_path):
     assert run.status["last_step"] < 2000 and run.steps[-1] == run.status["last_step"]
     last, before = run.metrics.iloc[-1], run.metrics.set_index("step").loc[run.status["last_step"] - 100]
     assert last.iwl_acc >= 0.8 and last.iwl_acc - before.iwl_acc < 0.01
+    # a committed run, as the figures' tables count it (a run at its budget counts as uncommitted)
+    assert not load_sweeps([tmp_path]).uncommitted.any()

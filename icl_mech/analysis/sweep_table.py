@@ -69,6 +69,8 @@ def _run_row(run: Run, levels: Levels) -> dict:
         "iwl_acc": float(last.iwl_acc),
         "train_acc": float(last.train_acc),
         "t_icl": first_crossing(metrics.step.to_numpy(), metrics.icl_acc.to_numpy(), levels.icl),
+        # ended at its step budget, not by the stopping rule (every run of a sweep without one)
+        "uncommitted": not run.status.get("stopped_early", False),
     }
 
 
@@ -95,7 +97,8 @@ def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.Dat
 
 def condition_columns(table: pd.DataFrame) -> list[str]:
     """Config fields that vary across the table other than K and seed (and run bookkeeping)."""
-    bookkeeping = set(POINT_FIELDS) | {"run", "final_step", "icl_acc", "iwl_acc", "train_acc", "t_icl", "steps"} | set(STOP_FIELDS)
+    bookkeeping = {"run", "final_step", "icl_acc", "iwl_acc", "train_acc", "t_icl", "steps", "uncommitted"}
+    bookkeeping |= set(POINT_FIELDS) | set(STOP_FIELDS)
     return [c for c in table.columns if c not in bookkeeping and table[c].astype(str).nunique() > 1]
 
 

@@ -20,7 +20,8 @@ from icl_mech.errors import ConfigError
 
 def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = None) -> pd.DataFrame:
     """One row per condition: K*, its 95% interval, the K values bracketing it (largest K whose
-    mean final ICL accuracy is below ``levels.outcome``, smallest at or above it), and run counts.
+    mean final ICL accuracy is below ``levels.outcome``, smallest at or above it), and run counts
+    (``uncommitted``: runs the stopping rule did not end before their step budget).
 
     ``table`` is ``load_sweeps``' table of whole-model runs; conditions are ``by`` (default: the
     fields that vary besides K and seed). Conditions with fewer than 3 finite K get no fit (NaN).
@@ -38,6 +39,7 @@ def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = 
             "condition": condition_label(values),
             "runs": len(runs),
             "seeds": runs.seed.nunique(),
+            "uncommitted": int(runs.uncommitted.sum()),
             "K_below": below.max() if below.size else np.nan,
             "K_above": above.min() if above.size else np.nan,
         }
