@@ -40,6 +40,16 @@ def test_a_bouncing_loss_whose_best_still_falls_is_not_a_plateau():
     assert stop_reason(history, rule) is None
 
 
+def test_a_memorized_runs_loss_decaying_towards_zero_is_a_plateau():
+    # Measured shape (K = 128, N = 10): IWL flat at 0.96, the loss under 1e-4 and still halving
+    # every window, which is a fall of 50% of itself but of 0.5% of the floor.
+    loss = [0.03, 1e-4, 5e-5, 2.5e-5, 1.2e-5, 6e-6]
+    history = _history([0.95, 0.962, 0.962, 0.962, 0.962, 0.962], loss)
+    rule = TrainConfig(eval_every=100, stop_plateau_steps=200, stop_plateau_tol=0.01)
+    assert stop_reason(history, rule) == "memorization"
+    assert stop_reason(history[:3], rule) is None  # the window still holds the fall from 0.03
+
+
 @pytest.mark.parametrize(
     ("iwl", "loss", "why"),
     [
