@@ -90,23 +90,25 @@ sweep kinf --grid K=inf --grid N=10,15,20,30,40 --grid seed=0..3 --set stop_icl_
 icl-mech predict --sweep "$SWEEPS/memorization" --sweep "$SWEEPS/kinf" --N 10,15,20,30,40 \
     --out "$FIGURES/predict"
 # K*(N) from runs that end only once committed (ICL >= 0.95, or memorization plateaued over
-# 1000 steps with IWL >= 0.8), 3+ K per decade around each K*, 2 seeds.
-CONVERGED=(--set steps=30000 --set stop_icl_acc=0.95 --set stop_plateau_steps=1000 --grid seed=0..1 --ensemble 4)
-sweep converged_n10 --grid N=10 --grid K=128,256,...,4096 "${CONVERGED[@]}"
-sweep converged_n15 --grid N=15 --grid K=256,512,...,8192 "${CONVERGED[@]}"
-sweep converged_n20 --grid N=20 --grid K=256,512,...,16384 "${CONVERGED[@]}"
-sweep converged_n30 --grid N=30 --grid K=512,1024,...,32768 "${CONVERGED[@]}"
-sweep converged_n40 --grid N=40 --grid K=512,1024,...,65536 "${CONVERGED[@]}"
+# 1000 steps with IWL >= 0.8; docs/SWEEPS.md), 30000 steps at most, K in powers of 2 (3.3 per
+# decade) around each K*, 2 seeds, and 6 more at N = 20's K = 1448 (just below K*).
+CONVERGED=(--set steps=30000 --set stop_icl_acc=0.95 --set stop_plateau_steps=1000 --ensemble 4)
+sweep converged_n20 --grid N=20 --grid K=512,1024,1448,2048,4096 --grid seed=0..1 "${CONVERGED[@]}"
+sweep converged_n20 --grid N=20 --grid K=1448 --grid seed=2..7 "${CONVERGED[@]}"
+sweep converged_n10 --grid N=10 --grid K=128,256,...,2048 --grid seed=0..1 "${CONVERGED[@]}"
+sweep converged_n15 --grid N=15 --grid K=256,512,...,4096 --grid seed=0..1 "${CONVERGED[@]}"
+sweep converged_n30 --grid N=30 --grid K=512,1024,...,8192 --grid seed=0..1 "${CONVERGED[@]}"
+sweep converged_n40 --grid N=40 --grid K=512,1024,...,8192 --grid seed=0..1 "${CONVERGED[@]}"
 icl-mech predict --sweep "$SWEEPS/memorization" --sweep "$SWEEPS/kinf" --N 10,15,20,30,40 \
     --measured "$SWEEPS/converged_n10" --measured "$SWEEPS/converged_n15" --measured "$SWEEPS/converged_n20" \
     --measured "$SWEEPS/converged_n30" --measured "$SWEEPS/converged_n40" --out "$FIGURES/predict_vs_converged"
 figures converged --sweep "$SWEEPS/converged_n10" --sweep "$SWEEPS/converged_n15" \
     --sweep "$SWEEPS/converged_n20" --sweep "$SWEEPS/converged_n30" --sweep "$SWEEPS/converged_n40" \
     --sweep "$SWEEPS/memorization"
-# Claim 4: 64 seeds at the K where about half the converged N = 20 runs end in ICL (set
-# BIMODAL_K to it after reading converged_n20's transition.csv); histogram, dip test, t_ICL tail.
-BIMODAL_K=${BIMODAL_K:-2048}
-sweep bimodal_n20 --grid K="$BIMODAL_K" --grid seed=0..63 --set steps=30000 --set stop_icl_acc=0.95 \
+# Claim 4: 64 seeds at the K where about half the converged N = 20 runs end in ICL: 1722 =
+# 2^10.75, between K = 1448 (1 of 8 seeds in ICL) and 2048 (2 of 2); histogram, dip test, t_ICL tail.
+BIMODAL_K=${BIMODAL_K:-1722}
+sweep bimodal_n20 --grid N=20 --grid K="$BIMODAL_K" --grid seed=0..63 --set steps=30000 --set stop_icl_acc=0.95 \
     --set stop_plateau_steps=1000 --ensemble 8
 figures bimodal --sweep "$SWEEPS/bimodal_n20" --only icl_time
 echo "total with converged sweeps: $((SECONDS - START)) s"
