@@ -45,11 +45,11 @@ def replayable(
     """``function`` itself, or (``captures(device, capture)``) a CUDA graph of it that does the
     same when called.
 
-    ``function`` must not synchronize with the host (no
-    ``.item()``, no data-dependent Python branches) and must keep its outputs in tensors it writes
-    in place. ``parameters``, ``optimizer`` and ``generators`` are the state it changes, restored
-    after the warm-up runs. If capture fails (an operation that cannot be captured), this warns
-    once and returns ``function``, restored the same way.
+    ``function`` must not synchronize with the host (no ``.item()``, no data-dependent Python
+    branches); what it computes is read from the tensors it last produced, which every replay
+    overwrites. ``parameters``, ``optimizer`` and ``generators`` are the state it changes,
+    restored after the warm-up runs. If capture fails (an operation that cannot be captured),
+    this warns and returns ``function``, with that state restored the same way.
     """
     if not captures(device, capture):
         return function
