@@ -133,6 +133,29 @@ def test_the_replayed_update_takes_the_eager_trajectory_from_the_first_step(monk
         torch.testing.assert_close(parameter, eager_model.get_parameter(name), rtol=0, atol=0, msg=name)
 
 
+def test_a_failed_capture_warns_and_runs_eagerly_from_the_state_it_started_with(monkeypatch):
+    model, optimizer, generator, update = _training_state("adam")
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    rng_before = generator.get_state()
+
+    def failing_capture(function, generators):
+        function()  # a warm-up run got through, then capture hit an operation it cannot record
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "_captured", failing_capture)
+    monkeypatch.setattr(graphs, "captures", lambda device, capture: True)
+    monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
+    function = lambda: update(keep_gradients=True)  # noqa: E731
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    with pytest.warns(UserWarning, match="running eagerly: capturing a CUDA graph failed"):
+        replay = graphs.replayable(
+            function, torch.device("cpu"), generators=[generator], parameters=parameters, optimizer=optimizer
+        )
+    assert replay is function and torch.equal(generator.get_state(), rng_before)
+    assert all(torch.equal(parameter, before[name]) for name, parameter in model.named_parameters())
+    assert all(not torch.is_tensor(v) or not v.any() for state in optimizer.state.values() for v in state.values())
+
+
 def test_the_interleaved_sampler_decides_burstiness_from_the_config_not_the_draw():
     """No host synchronization in sampling: a p_bursty < 1 batch draws its iid alternative even
     when every sequence came out bursty (a graph cannot branch on data)."""
@@ -174,7 +197,7 @@ def test_a_captured_run_gives_the_eager_runs_metrics(tmp_path, optimizer_name):
 
 
 @needs_cuda
-def test_a_captured_run_resumes_exactly(tmp_path):
+def test_a_captured_run_stopped_and_resumed_ends_where_an_uninterrupted_one_does(tmp_path):
     config = tiny_config(steps=200)
     whole = train(config, tmp_path / "whole", device="cuda", progress=False)
     train(config.override(steps=100), tmp_path / "split", device="cuda", progress=False)
