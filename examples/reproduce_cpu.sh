@@ -83,7 +83,7 @@ for circuit in induction previous-token; do
 done
 echo "total: $((SECONDS - START)) s"
 
-# Claims 3b and 4 from converged runs (not timed yet on an idle machine). K* predicted before
+# Claims 3b and 4 from converged runs (about 2 hours more on this machine: docs/REPRODUCTION.md). K* predicted before
 # training: t_ICL at K = inf (nothing to memorize) at each N, and the memorization law above.
 sweep kinf --grid K=inf --grid N=10,15,20,30,40 --grid seed=0..3 --set stop_icl_acc=0.95 \
     --set steps=6000 --ensemble 4
