@@ -32,6 +32,7 @@ from icl_mech.config import TrainConfig
 #: (chance is ln 2 = 0.69; a memorizing run is below 0.01 once it has its items).
 LOSS_FLOOR = 0.01
 
+
 def stop_reason(history: Sequence[dict[str, float]], train: TrainConfig) -> str | None:
     """Why the run may end at the last row of ``history`` (its metrics rows, oldest first):
     ``"icl"``, ``"memorization"`` (as status.json records it), or None."""
