@@ -361,10 +361,12 @@ def train_members(
     total = train_cfg.steps
     saves = set(checkpoint_steps(total, train_cfg.checkpoint_every))
     evals = set(range(0, total + 1, train_cfg.eval_every)) | saves
-    evaluation = _Evaluation(members, device, capture)
     capturing = captures(device, capture)
     stepped = list(members)
     stepping = step_together(stepped, optimizer_states, capturing)
+    # after step_together: stacking re-points the members' parameters, and a captured evaluation
+    # reads them at the addresses they have when it is recorded
+    evaluation = _Evaluation(members, device, capture)
     update: Callable[[], None] | None = None  # recorded at the first update, after step start's saves
 
     def state_of(member: Member) -> dict:

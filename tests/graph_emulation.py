@@ -1,0 +1,81 @@
+"""A CUDA graph's contract, checked on the CPU: a test stand-in for ``icl_mech.graphs._captured``.
+
+A captured graph replays its kernels on the memory addresses it was recorded with. A tensor the
+function reads from outside itself (parameters, optimizer state, evaluation sets, the pool) must
+therefore still live at the same address at every replay: if the trainer re-points a parameter
+after capture (``param.data = ...``), the real graph silently reads the old memory. Here the
+"capture" runs the function eagerly under a dispatch mode that lists the addresses of the
+outside tensors every operation reads, and every "replay" runs it again and fails if that list
+changed. So the captured path of the trainer (no restacking, gradients kept, every member
+evaluated, the warm-up's state restored) runs in CI, with the one invariant a CPU can check.
+Python side effects run at every replay here, which a real graph would not repeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from icl_mech import graphs, trainer
+
+
+class _OutsideReads(TorchDispatchMode):
+    """The data addresses of operation inputs whose storage the function did not create."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: set[int] = set()
+        self.outside: set[int] = set()
+        self.addresses: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        # lift_fresh takes a tensor literal the function's Python just made (``x[i] = 0.0``)
+        fresh = func is torch.ops.aten.lift_fresh.default
+        for value in tree_flatten((args, kwargs or {}))[0]:
+            if isinstance(value, torch.Tensor) and not fresh and _storage(value) not in self.created:
+                self.outside.add(_storage(value))
+                self.addresses.append(value.data_ptr())
+        result = func(*args, **(kwargs or {}))
+        for value in tree_flatten(result)[0]:
+            if isinstance(value, torch.Tensor) and _storage(value) not in self.outside:
+                self.created.add(_storage(value))
+        return result
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def outside_addresses(function: Callable[[], None]) -> list[int]:
+    """Run ``function`` once; the addresses of the outside tensors it read, in order."""
+    with _OutsideReads() as reads:
+        function()
+    return reads.addresses
+
+
+class AddressesMoved(AssertionError):
+    """A replay read an outside tensor at another address than the capture did."""
+
+
+def emulated_capture(function: Callable[[], None], generators: Sequence[torch.Generator]) -> Callable[[], None]:
+    """``graphs._captured`` on the CPU: the warm-up runs, a recorded run, and replays that check
+    they read what the recorded run read, where it read it."""
+    for _ in range(graphs.WARMUP_RUNS):
+        function()
+    recorded = outside_addresses(function)
+
+    def replay() -> None:
+        if outside_addresses(function) != recorded:
+            raise AddressesMoved("a replay read tensors at other addresses than the capture recorded")
+
+    return replay
+
+
+def emulate_graphs(monkeypatch) -> None:
+    """Make the trainer take its CUDA-graph path on the CPU, with ``emulated_capture``."""
+    monkeypatch.setattr(graphs, "_captured", emulated_capture)
+    for module in (graphs, trainer):
+        monkeypatch.setattr(module, "captures", lambda device, capture: capture)
