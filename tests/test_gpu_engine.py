@@ -219,6 +219,17 @@ def test_the_captured_path_on_the_cpu_gives_the_eager_run_with_fixed_addresses(t
     _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
 
 
+def test_a_run_on_the_captured_path_stopped_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Resuming loads a capturable Adam's state before the warm-up runs, so ``replayable`` must
+    put the loaded state back (not a fresh optimizer's zeros): emulated graphs on the CPU."""
+    emulate_graphs(monkeypatch)
+    config = tiny_config()
+    whole = train(config, tmp_path / "whole", progress=False)
+    train(config.override(steps=15), tmp_path / "split", progress=False)
+    split = train(config, tmp_path / "split", resume=True, progress=False)
+    _assert_same_metrics_and_weights(split, whole)
+
+
 def test_the_captured_ensemble_path_on_the_cpu_keeps_its_addresses_and_members(tmp_path, monkeypatch):
     """A captured ensemble is stacked once, before its graphs are recorded, and keeps a stopped
     member in its update (seed 0 stops early on ICL accuracy 0.56, seed 1 runs all 60): with emulated graphs, no replay reads a moved tensor, and both members end as
