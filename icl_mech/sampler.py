@@ -51,6 +51,13 @@ def stream_generator(seed: int, stream: str, device: str | torch.device = "cpu")
     return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
+def _one_hot(labels: Int[Tensor, "*shape"], n_labels: int) -> Float[Tensor, "*shape n_labels"]:
+    """``F.one_hot(labels, n_labels).float()`` as one comparison: the same values, without the
+    range checks that read the labels' min and max back to the host (on the CPU), so a step that
+    makes tokens never waits on a value (``icl_mech.graphs``; tests/graph_emulation.py)."""
+    return (labels[..., None] == torch.arange(n_labels, device=labels.device)).float()
+
+
 @dataclass(frozen=True)
 class ItemPool:
     """A fixed set of items and their labels (the K training items, or K brand-new ones)."""
@@ -70,7 +77,7 @@ class ItemPool:
     def context_tokens(self) -> Float[Tensor, "K d_token"]:
         """Each item's paired context token (item, one-hot label), made once per pool so a batch's
         tokens are one gather instead of a gather, a one-hot and a concatenation per step."""
-        return torch.cat([self.vectors, F.one_hot(self.labels, self.n_labels).float()], dim=-1)
+        return torch.cat([self.vectors, _one_hot(self.labels, self.n_labels)], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -249,7 +256,7 @@ def _interleave(
     """Split every context (item, label) pair into an item token and a label token: x_1, l_1, ...,
     x_n, l_n, x_q. The label token is the paired format's label part on its own."""
     items = F.pad(vectors, (0, task.L))
-    label_tokens = F.pad(F.one_hot(labels[:, :-1], task.L).float(), (task.D, 0))
+    label_tokens = F.pad(_one_hot(labels[:, :-1], task.L), (task.D, 0))
     tokens = torch.cat([torch.stack([items[:, :-1], label_tokens], 2).flatten(1, 2), items[:, -1:]], 1)
     no_item = torch.full_like(item_ids[:, :-1], -1)
     ids = torch.cat([torch.stack([item_ids[:, :-1], no_item], 2).flatten(1, 2), item_ids[:, -1:]], 1)
@@ -287,7 +294,7 @@ def sample_batch(
         vectors = (vectors + task.epsilon * noise) / math.sqrt(1 + task.epsilon**2)
     if task.format == "interleaved":
         return _interleave(task, vectors, labels, item_ids)
-    label_part = F.one_hot(labels, task.L).float()
+    label_part = _one_hot(labels, task.L)
     label_part[:, -1] = 0.0
     return Batch(torch.cat([vectors, label_part], dim=-1), labels[:, -1], item_ids, labels)
 

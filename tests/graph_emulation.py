@@ -8,7 +8,9 @@ after capture (``param.data = ...``), the real graph silently reads the old memo
 outside tensors every operation reads, and every "replay" runs it again and fails if that list
 changed. So the captured path of the trainer (no restacking, gradients kept, every member
 evaluated, the warm-up's state restored) runs in CI, with the one invariant a CPU can check.
-Python side effects run at every replay here, which a real graph would not repeat.
+The same dispatch mode refuses the operations that would make the host wait for a GPU (reading a
+value to Python, shapes that depend on data), which a real capture cannot record. Python side
+effects run at every replay here, which a real graph would not repeat.
 """
 
 from __future__ import annotations
@@ -22,8 +24,29 @@ from torch.utils._pytree import tree_flatten
 from icl_mech import graphs, trainer
 
 
+aten = torch.ops.aten
+
+#: Operations that wait for the device on CUDA: a value read to the host (``.item()``, ``bool(t)``),
+#: or an output whose shape depends on the data.
+_SYNCING = {
+    aten._local_scalar_dense.default,
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_dim.default,
+    aten.unique_consecutive.default,
+}
+#: Indexing operations that sync when an index is a boolean mask (it becomes ``nonzero``).
+_MASKABLE = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default}
+
+
+class HostSync(AssertionError):
+    """A captured function did something that makes the host wait for the device."""
+
+
 class _OutsideReads(TorchDispatchMode):
-    """The data addresses of operation inputs whose storage the function did not create."""
+    """The data addresses of operation inputs whose storage the function did not create; raises
+    ``HostSync`` at an operation that would synchronize on CUDA."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,9 +55,13 @@ class _OutsideReads(TorchDispatchMode):
         self.addresses: list[int] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        inputs = tree_flatten((args, kwargs or {}))[0]
+        masked = func in _MASKABLE and any(index is not None and index.dtype == torch.bool for index in args[1])
+        if func in _SYNCING or masked:
+            raise HostSync(f"{func} would make the host wait for the device inside a captured graph")
         # lift_fresh takes a tensor literal the function's Python just made (``x[i] = 0.0``)
-        fresh = func is torch.ops.aten.lift_fresh.default
-        for value in tree_flatten((args, kwargs or {}))[0]:
+        fresh = func is aten.lift_fresh.default
+        for value in inputs:
             if isinstance(value, torch.Tensor) and not fresh and _storage(value) not in self.created:
                 self.outside.add(_storage(value))
                 self.addresses.append(value.data_ptr())

@@ -2,8 +2,9 @@
 where a CUDA device is present, captured training against eager training.
 
 Everything but the graph itself is tested on the CPU: the writer thread's ordering and failure
-handling, the snapshots, and the state ``replayable`` restores after its warm-up runs (the capture
-replaced by eager calls, so the bookkeeping around it runs as it does on a GPU).
+handling, the snapshots, the state ``replayable`` restores after its warm-up runs, and the
+trainer's captured path end to end, with a stand-in for the graph (tests/graph_emulation.py) that
+fails where a real capture would go wrong: a tensor read at a moved address, or a host sync.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from icl_mech.model import build_model, query_logits
 from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
 from icl_mech.trainer import logistic_loss_and_accuracy, make_optimizer
 from icl_mech.writer import BackgroundWriter, host_copy
-from graph_emulation import AddressesMoved, emulate_graphs, emulated_capture
+from graph_emulation import AddressesMoved, HostSync, emulate_graphs, emulated_capture
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = {"K": 64, "steps": 40, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
@@ -217,6 +218,38 @@ def test_the_captured_path_on_the_cpu_gives_the_eager_run_with_fixed_addresses(t
     eager = train(config, tmp_path / "eager", progress=False, capture=False)
     emulate_graphs(monkeypatch)
     _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
+
+
+#: Every sampler mode a training step can draw in (issue 11: all of them on the device, none syncing).
+SAMPLER_MODES = {
+    "bursty": {},
+    "iid": {"burstiness": "iid"},
+    "no_repeats": {"burstiness": "no_repeats"},
+    "K infinite": {"K": None},
+    "equalized": {"N": 21, "equalized": True},
+    "epsilon": {"epsilon": 0.1},
+    "interleaved": {"format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True},
+}
+
+
+@pytest.mark.parametrize("mode", SAMPLER_MODES)
+def test_every_sampler_mode_trains_on_the_captured_path_without_a_host_sync(tmp_path, monkeypatch, mode):
+    """A step in any sampling mode records into a graph: no operation reads a value back to the
+    host or makes a data-dependent shape (``graph_emulation.HostSync``), every replay reads its
+    tensors where the capture did, and the run is the eager run."""
+    config = tiny_config(steps=12, **SAMPLER_MODES[mode])
+    eager = train(config, tmp_path / "eager", progress=False, capture=False)
+    emulate_graphs(monkeypatch)
+    _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
+
+
+def test_the_sync_check_catches_a_value_read_to_the_host():
+    """What the sampler-mode test relies on: ``.item()`` and boolean masks inside are refused."""
+    values = torch.randn(8)
+    with pytest.raises(HostSync):
+        emulated_capture(lambda: values[values > 0].sum(), ())
+    with pytest.raises(HostSync):
+        emulated_capture(lambda: values.max().item(), ())
 
 
 def test_a_run_on_the_captured_path_stopped_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
