@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
     if args.resume:
         _existing_run(out)
-    result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet)
+    result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager)
     last = result.metrics.iloc[-1]
     print(
         f"{out}: step {int(last.step)}  icl_acc {last.icl_acc:.3f}  iwl_acc {last.iwl_acc:.3f}  "
@@ -96,6 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", help="run directory (default checkpoints/<preset>-K<K>-N<N>-seed<seed>)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="on CUDA, run every step and evaluation eagerly instead of replaying the CUDA graphs recorded "
+        "at the start (slower; the same metrics to float tolerance; for debugging, e.g. hooks that should "
+        "run at every step). No effect on the CPU, where nothing is captured",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from icl_mech import graphs, preset, storage, train
+from icl_mech import cli, graphs, preset, storage, train
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import WriteError
 from icl_mech.model import build_model, query_logits
@@ -220,6 +220,25 @@ def test_the_captured_path_on_the_cpu_gives_the_eager_run_with_fixed_addresses(t
     _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
 
 
+@pytest.mark.parametrize("eager", [False, True])
+def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsys, eager):
+    """``icl-mech train`` takes the captured path where graphs are recorded (emulated here: the
+    evaluation pass and the update), and ``--eager`` records none."""
+    emulate_graphs(monkeypatch)
+    recorded = []
+
+    def recording_capture(function, generators):
+        recorded.append(function)
+        return emulated_capture(function, generators)
+
+    monkeypatch.setattr(graphs, "_captured", recording_capture)
+    args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16",
+            "--out", str(tmp_path / "run"), "--quiet"]
+    assert cli.main(args + ["--eager"] * eager) == 0
+    assert len(recorded) == (0 if eager else 2)
+    assert "step 10" in capsys.readouterr().out
+
+
 #: Every sampler mode a training step can draw in (issue 11: all of them on the device, none syncing).
 SAMPLER_MODES = {
     "bursty": {},
@@ -228,7 +247,9 @@ SAMPLER_MODES = {
     "K infinite": {"K": None},
     "equalized": {"N": 21, "equalized": True},
     "epsilon": {"epsilon": 0.1},
-    "interleaved": {"format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True},
+    "interleaved": {
+        "format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True,
+    },
 }
 
 
@@ -265,8 +286,9 @@ def test_a_run_on_the_captured_path_stopped_and_resumed_is_the_uninterrupted_run
 
 def test_the_captured_ensemble_path_on_the_cpu_keeps_its_addresses_and_members(tmp_path, monkeypatch):
     """A captured ensemble is stacked once, before its graphs are recorded, and keeps a stopped
-    member in its update (seed 0 stops early on ICL accuracy 0.56, seed 1 runs all 60): with emulated graphs, no replay reads a moved tensor, and both members end as
-    the eager ensemble's do (to float rounding: the eager one restacks seed 1 alone)."""
+    member in its update (seed 0 stops early on ICL accuracy 0.56, seed 1 runs all 60): with
+    emulated graphs, no replay reads a moved tensor, and both members end as the eager ensemble's
+    do (to float rounding: the eager one restacks seed 1 alone)."""
     configs = [tiny_config(seed=seed, N=9, d_mlp=32, eval_size=100, steps=60, stop_icl_acc=0.56) for seed in (0, 1)]
     eager = train_ensemble(configs, [tmp_path / "eager0", tmp_path / "eager1"], progress=False, capture=False)
     assert eager[0].status["stopped_early"] and eager[1].status["last_step"] == 60
