@@ -7,7 +7,7 @@ after capture (``param.data = ...``), the real graph silently reads the old memo
 "capture" runs the function eagerly under a dispatch mode that lists the addresses of the
 outside tensors every operation reads, and every "replay" runs it again and fails if that list
 changed. So the captured path of the trainer (no restacking, gradients kept, every member
-evaluated, the warm-up's state restored) runs in CI, with the one invariant a CPU can check.
+evaluated, the warm-up's state restored) runs in CI, checked for what a CPU can check of a graph.
 The same dispatch mode refuses the operations that would make the host wait for a GPU (reading a
 value to Python, shapes that depend on data), which a real capture cannot record. Python side
 effects run at every replay here, which a real graph would not repeat.
