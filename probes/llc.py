@@ -1,0 +1,324 @@
+"""The local learning coefficient (LLC) of a checkpoint: of the whole model, or restricted to the
+attention's or the MLP's weights (Wang et al. 2024), on the training distribution or on the run's
+ICL or IWL set (the data-refined LLC). The only module that imports devinterp.
+
+The estimator is Lau et al.'s (2023): run SGLD chains from the checkpoint's weights w* on the
+tempered, localized posterior exp(-n_beta L(w) - gamma/2 |w - w*|^2) and average
+``n_beta * (L(w_t) - L(w*))`` over the draws after burn-in. devinterp supplies the update rule
+(``SGMCMC.sgld``: n-beta, localization, noise) and the weight restrictions (``create_param_masks``,
+which knows a HookedTransformer's ``l0 attn`` / ``l0 mlp``); the loop is ours, because
+
+- it draws every SGLD batch fresh from the run's own sampler (the training distribution has no
+  finite dataset: the LLC is that of the population loss), where devinterp's ``llc()`` cycles a
+  fixed ``datasets.Dataset`` of token ids through a next-token loss;
+- it runs all chains at once, their weights stacked and the query loss ``vmap``-ed over them
+  (``torch.func``, as ``icl_mech.ensemble`` trains runs), which on a small model is several times
+  faster than one chain after the other (benchmarks/: ``llc_sampler``);
+- it takes the loss at w* on the very batch of each draw, so ``L(w_t) - L(w*)`` is a paired
+  difference and the minibatch's own difficulty cancels out of it.
+
+``estimate_llc`` is the estimator for any module and loss (the calibration tests use it on models
+whose learning coefficient is known); ``checkpoint_llc`` and ``llc_run`` apply it to a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from devinterp.optim import SGMCMC
+from devinterp.slt.weight_restrictions import create_param_masks
+from jaxtyping import Float
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from icl_mech.errors import ConfigError
+from icl_mech.model import query_logits
+from icl_mech.run import Run
+from icl_mech.sampler import TRAINING_MODES, sample_batch
+from icl_mech.trainer import logistic_loss_and_accuracy
+
+#: Weight restrictions: every trained weight, the attention blocks' W_Q W_K W_V W_O, the MLPs'.
+RESTRICTIONS = ("full", "attn", "mlp")
+#: Data the loss is taken on: fresh training sequences, the run's ICL set, its IWL set.
+DATA = ("train", "icl", "iwl")
+
+#: ``loss(model, *data)``: the mean loss of ``model`` on one batch.
+Loss = Callable[..., Tensor]
+#: ``draw(n, generator)``: ``n`` samples, as a tuple of tensors with ``n`` rows each.
+Draw = Callable[[int, torch.Generator], tuple[Tensor, ...]]
+
+
+class LLCWarning(UserWarning):
+    """An estimate not to trust as it is: a chain diverged, a trace still drifts, or it is negative."""
+
+
+@dataclass(frozen=True)
+class SGLDSettings:
+    """What an LLC estimate depends on besides the model and the data. Absolute values move with
+    every one of these, so a study fixes them and compares estimates made with the same settings
+    (docs/LLC.md); every output saves them."""
+
+    #: SGLD step size epsilon.
+    lr: float = 1e-4
+    #: Inverse temperature n*beta: the weight of the loss against the injected noise.
+    n_beta: float = 30.0
+    #: Localization gamma: the pull back toward the checkpoint's weights w*.
+    localization: float = 100.0
+    #: Independent chains; the estimate is their mean and the spread their standard deviation.
+    chains: int = 4
+    #: SGLD steps averaged, after the burn-in.
+    draws: int = 100
+    #: SGLD steps taken first and left out of the average.
+    burn_in: int = 50
+    #: Samples (sequences) per SGLD step and chain.
+    batch_size: int = 128
+    #: Seeds the data and the noise; the same at every checkpoint, so that differences between
+    #: checkpoints are not differences of random draws.
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SGLDSettings:
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "n_beta", "chains", "draws", "batch_size"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"SGLD setting {name} must be positive, got {getattr(self, name)}")
+        for name in ("localization", "burn_in"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"SGLD setting {name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class LLCEstimate:
+    """One LLC estimate and its chains."""
+
+    #: ``n_beta * (L(w_t) - L(w*))`` at every SGLD step of every chain, burn-in included; the
+    #: estimate of a chain is its mean over the draws (the steps after the burn-in).
+    excess: Float[Tensor, "chain step"]
+    #: L(w*) on each step's batch (its mean is the checkpoint's loss on the data).
+    center_loss: Float[Tensor, "chain step"]
+    settings: SGLDSettings
+    #: How many weights the chains moved.
+    n_params: int
+    #: Why not to trust the estimate as it is (also raised as ``LLCWarning``s); empty if none.
+    warnings: tuple[str, ...]
+
+    @property
+    def per_chain(self) -> Float[Tensor, " chain"]:
+        """Each chain's estimate (NaN for a chain that diverged)."""
+        return self.excess[:, self.settings.burn_in :].mean(dim=1)
+
+    @property
+    def mean(self) -> float:
+        """The mean over the chains that did not diverge (NaN if all did)."""
+        return _finite(self.per_chain).mean().item()
+
+    @property
+    def std(self) -> float:
+        """The spread over the chains that did not diverge (standard deviation; 0 for one chain)."""
+        finite = _finite(self.per_chain)
+        return finite.std().item() if len(finite) > 1 else 0.0
+
+    def row(self) -> dict:
+        """The estimate as one row of a table (no traces)."""
+        return {
+            "llc_mean": self.mean,
+            "llc_std": self.std,
+            "llc_per_chain": self.per_chain.tolist(),
+            "loss": self.center_loss.mean().item(),
+            "n_params": self.n_params,
+            "warnings": " | ".join(self.warnings),
+        }
+
+
+def _finite(values: Tensor) -> Tensor:
+    return values[values.isfinite()]
+
+
+class _LossOf(nn.Module):
+    """``loss(model, *data)`` as a module's forward, so ``functional_call`` can swap in each
+    chain's weights."""
+
+    def __init__(self, model: nn.Module, loss: Loss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, *data: Tensor) -> Tensor:
+        return self.loss(self.model, *data)
+
+
+def estimate_llc(
+    model: nn.Module,
+    loss: Loss,
+    draw: Draw,
+    settings: SGLDSettings = SGLDSettings(),
+    parameters: Sequence[str] | None = None,
+) -> LLCEstimate:
+    """The LLC of ``model`` at its current weights w* for ``loss`` on data from ``draw``.
+
+    ``parameters`` names the weights the chains move (default: every weight that requires a
+    gradient); the others stay at w*. Every chain draws its own batch each step, on the model's
+    device. The model's own weights are not changed.
+    """
+    device = next(model.parameters()).device
+    weights = dict(model.named_parameters())
+    names = [n for n, w in weights.items() if w.requires_grad] if parameters is None else list(parameters)
+    if not names:
+        raise ConfigError("no weights to sample: the restriction selects none of the model's trained weights")
+    chains, batch = settings.chains, settings.batch_size
+    # Each chain's copy of the sampled weights, stacked on a leading chain axis; devinterp's SGLD
+    # acts elementwise, so one optimizer over the stack is the chains' independent updates.
+    stacked = {
+        f"model.{name}": weights[name].detach().expand(chains, *weights[name].shape).clone().requires_grad_()
+        for name in names
+    }
+    wrapped = _LossOf(model, loss)
+    chain_losses = vmap(lambda w, *data: functional_call(wrapped, w, data))
+    center_losses = vmap(wrapped)
+    optimizer = SGMCMC.sgld(
+        list(stacked.values()), lr=settings.lr, nbeta=settings.n_beta, localization=settings.localization
+    )
+    data_generator = torch.Generator(device).manual_seed(settings.seed)
+    noise_generator = torch.Generator(device).manual_seed(settings.seed + 1)
+    excess, center = [], []
+    for _ in range(settings.burn_in + settings.draws):
+        data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
+        losses = chain_losses(stacked, *data)
+        optimizer.zero_grad()
+        losses.sum().backward()  # each chain's weights get the gradient of its own loss
+        optimizer.step(noise_generator=noise_generator)
+        with torch.no_grad():
+            at_center = center_losses(*data)
+        excess.append(settings.n_beta * (losses.detach() - at_center))
+        center.append(at_center)
+    estimate = LLCEstimate(
+        torch.stack(excess, 1).cpu(), torch.stack(center, 1).cpu(), settings,
+        sum(weights[name].numel() for name in names), (),
+    )
+    found = diagnose(estimate)
+    for message in found:
+        warnings.warn(message, LLCWarning, stacklevel=2)
+    return dataclasses.replace(estimate, warnings=tuple(found))
+
+
+def diagnose(estimate: LLCEstimate) -> list[str]:
+    """Why not to trust ``estimate`` as it is:
+
+    - a chain diverged: a non-finite loss, or an average excess ``n_beta (L - L*)`` over its last
+      quarter of draws above the number of sampled weights (twice the largest LLC a minimum can
+      have, d/2): the step size is too large for the loss's curvature;
+    - a trace has not flattened: the chains' mean excess over the second half of the draws differs
+      from the first half's by more than 20% of the estimate and by more than three standard
+      errors of that change over chains (more burn-in, a larger step size or more localization);
+    - the estimate is negative: SGLD found lower loss nearby, so the checkpoint is not at a
+      minimum of this loss (early in training, or on data it was not trained on).
+    """
+    found = []
+    draws = estimate.excess[:, estimate.settings.burn_in :]
+    tail = draws[:, -max(1, draws.shape[1] // 4) :].mean(dim=1)
+    diverged = [c for c in range(len(draws)) if not draws[c].isfinite().all() or tail[c] > estimate.n_params]
+    if diverged:
+        found.append(
+            f"chain(s) {diverged} diverged (non-finite or exploding loss): lower the step size "
+            f"(lr {estimate.settings.lr:g}); the estimate averages the other chains"
+        )
+    healthy = draws[[c for c in range(len(draws)) if c not in diverged]]
+    if len(healthy) > 1 and healthy.shape[1] >= 4:
+        half = healthy.shape[1] // 2
+        # Each chain's change between the halves: their spread over chains is the standard error,
+        # which (unlike the spread of single steps) knows how slowly a chain forgets.
+        drift = healthy[:, half:].mean(dim=1) - healthy[:, :half].mean(dim=1)
+        error = drift.std().item() / math.sqrt(len(drift))
+        mean_drift = drift.mean().item()
+        if abs(mean_drift) > 0.2 * abs(healthy.mean().item()) and abs(mean_drift) > 3 * error:
+            found.append(
+                f"the chains' trace has not flattened: its second half averages {mean_drift:+.3g} "
+                f"from its first (estimate {healthy.mean().item():.3g}); more burn-in or draws"
+            )
+    if math.isfinite(estimate.mean) and estimate.mean < 0:
+        found.append(
+            f"negative estimate ({estimate.mean:.3g}): the weights are not at a minimum of this loss "
+            "(SGLD found lower loss nearby)"
+        )
+    return found
+
+
+def restricted_parameters(model: nn.Module, restriction: str) -> list[str]:
+    """The trained weights a restriction (``RESTRICTIONS``) names: for ``attn`` and ``mlp``,
+    devinterp's ``l<layer> attn`` / ``l<layer> mlp`` over every layer."""
+    if restriction not in RESTRICTIONS:
+        raise ConfigError(f"unknown weight restriction {restriction!r}; expected one of {', '.join(RESTRICTIONS)}")
+    trained = {name for name, weight in model.named_parameters() if weight.requires_grad}
+    if restriction == "full":
+        return [name for name, _ in model.named_parameters() if name in trained]
+    masks = create_param_masks(model, [f"l{layer} {restriction}" for layer in range(model.cfg.n_layers)])
+    names = [name for name in masks if name in trained]
+    if not names:
+        raise ConfigError(f"the model has no {restriction} weights (attention-only?)")
+    return names
+
+
+def query_loss(model: nn.Module, tokens: Float[Tensor, "batch pos d_token"], targets: Tensor) -> Tensor:
+    """The training loss: the logistic loss of the query's logit."""
+    return logistic_loss_and_accuracy(query_logits(model, tokens), targets)[0]
+
+
+def run_draw(run: Run, data: str, device: str | torch.device = "cpu") -> Draw:
+    """Samples of ``data`` (``DATA``) for ``run``: fresh sequences from the run's own sampler and
+    training items (``train``), or sequences of its fixed ICL or IWL set, drawn with replacement."""
+    if data not in DATA:
+        raise ConfigError(f"unknown data {data!r}; expected one of {', '.join(DATA)}")
+    if data == "train":
+        task, pool = run.config.task, run.pool
+        pool = None if pool is None else pool.to(device)
+
+        def fresh(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+            batch = sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness])
+            return batch.tokens, batch.targets
+
+        return fresh
+    fixed = run.eval_sets(device)[data]
+
+    def resampled(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        index = torch.randint(len(fixed), (n,), generator=generator, device=generator.device)
+        return fixed.tokens[index], fixed.targets[index]
+
+    return resampled
+
+
+def llc_run(
+    run: Run,
+    steps: Iterable[int] | None = None,
+    restrictions: Sequence[str] = RESTRICTIONS,
+    data: Sequence[str] = ("train",),
+    settings: SGLDSettings = SGLDSettings(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[tuple[int, str, str], LLCEstimate]]:
+    """The LLC at every step in ``steps`` (default: all) for every restriction and data: a table
+    with one row per (step, restriction, data), and every estimate with its chains' traces."""
+    steps = run.steps if steps is None else list(steps)
+    draws = {name: run_draw(run, name, device) for name in data}
+    rows, estimates = [], {}
+    models = tqdm(run.models(steps, device), total=len(steps), desc="llc", disable=not progress)
+    for step, model in models:
+        for restriction in restrictions:
+            parameters = restricted_parameters(model, restriction)
+            for name in data:
+                with warnings.catch_warnings(record=True):  # the rows carry them
+                    warnings.simplefilter("always", LLCWarning)
+                    estimate = estimate_llc(model, query_loss, draws[name], settings, parameters)
+                estimates[step, restriction, name] = estimate
+                rows.append({"step": step, "restriction": restriction, "data": name, **estimate.row()})
+    return pd.DataFrame(rows), estimates
