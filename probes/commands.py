@@ -1,4 +1,5 @@
-"""The probe subcommands of ``icl-mech`` (ablate, probe, independence, viz, report) and the bare ``ablate``.
+"""The probe subcommands of ``icl-mech`` (ablate, probe, independence, viz, report, llc,
+trajectory) and the bare ``ablate``.
 
 Each handler loads the run, calls one library function from ``probes`` and prints or saves what
 it returns; a notebook calls the same functions with the same arguments.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -22,10 +23,20 @@ from icl_mech.devices import resolve_device
 from probes.ablation import METHODS
 from probes.circuits import CIRCUITS, parse_heads
 from probes.independence import cross_ablation_matrix, independence_run, verdict
+from probes.llc import DATA, RESTRICTIONS, SGLDSettings, llc_record, llc_run
 from probes.kinetics import kinetics_curves, kinetics_summary, kinetics_verdict
 from probes.over_time import ablate_run, probe_run
-from probes.plots import independence_panels, plot_ablation, plot_columns, probe_panels
+from probes.plots import (
+    independence_panels,
+    plot_ablation,
+    plot_columns,
+    plot_llc,
+    plot_llc_traces,
+    plot_trajectories,
+    probe_panels,
+)
 from probes.report import write_report
+from probes.trajectory import trajectory_pca
 from probes.viz import head_patterns_view, write_view
 
 
@@ -171,6 +182,68 @@ def run_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """A comma-separated subset of ``allowed``, in the order given."""
+
+    def parse(text: str) -> list[str]:
+        chosen = [part.strip() for part in text.split(",") if part.strip()]
+        if not chosen or (unknown := [part for part in chosen if part not in allowed]):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+        return list(dict.fromkeys(chosen))
+
+    return parse
+
+
+def _step_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected checkpointed steps as STEP[,STEP...], got {text!r}") from None
+
+
+def run_llc(args: argparse.Namespace) -> int:
+    run = load_run(args.run)
+    steps = [step for chosen in (args.steps or [None]) for step in _steps(run, chosen, args.all_steps)]
+    steps = sorted(set(steps))
+    settings = SGLDSettings(**{name: getattr(args, name) for name in SGLDSettings.__dataclass_fields__})
+    table, estimates = llc_run(run, steps, args.restrict, args.data, settings, resolve_device(args.device), not args.quiet)
+    record = llc_record(run, table, estimates)
+    if args.json:
+        print(json.dumps({key: value for key, value in record.items() if key != "traces"}))
+    else:
+        print(f"{run.path}: local learning coefficient (SGLD {json.dumps(settings.to_dict())})")
+        shown = table.drop(columns=["llc_per_chain"])
+        print(_table(shown, index=False))
+    if args.out or len(steps) > 1:
+        out = Path(args.out) if args.out else run.path
+        with storage.naming_write_failures(out):
+            out.mkdir(parents=True, exist_ok=True)
+            storage.atomic_write(out / "llc.json", json.dumps(record).encode())
+            table.to_csv(out / "llc.csv", index=False)
+            plot_llc(table, run.metrics, f"{run.path.name}: local learning coefficient", out / "llc.png")
+            plot_llc_traces(record["traces"], settings.burn_in, run.path.name, out / "llc-traces.png")
+        print(f"wrote llc.json (settings, rows, traces), llc.csv, llc.png and llc-traces.png in {out}", file=sys.stderr)
+    return 0
+
+
+def run_trajectory(args: argparse.Namespace) -> int:
+    runs = [load_run(path) for path in args.run]
+    result = trajectory_pca(runs, args.probe_size, resolve_device(args.device), not args.quiet)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(result.describe())
+    if args.out:
+        with storage.naming_write_failures(args.out):
+            args.out.mkdir(parents=True, exist_ok=True)
+            storage.atomic_write(args.out / "trajectory.json", json.dumps(summary).encode())
+            result.points.to_csv(args.out / "trajectory.csv", index=False)
+            plot_trajectories(result, args.out / "trajectory.png")
+        print(f"wrote trajectory.json, trajectory.csv and trajectory.png in {args.out}", file=sys.stderr)
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet)
     print(f"wrote {path}")
@@ -252,6 +325,64 @@ def register_report(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="HTML file to write (its directory must exist)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_report)
+
+
+def register_llc(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "llc", help="local learning coefficient (SGLD, devinterp) over checkpoints",
+        description="The local learning coefficient of the whole model and restricted to the "
+        "attention's or the MLP's weights, on fresh training sequences or the ICL / IWL sets, each "
+        "with its spread over SGLD chains, at the last checkpoint, the --steps given or every "
+        "checkpoint. With --out or several steps, writes llc.json (the SGLD settings, rows and chain "
+        "traces), llc.csv, llc.png (beside ICL and IWL accuracy) and llc-traces.png. Absolute values "
+        "depend on the SGLD settings; compare estimates made with the same ones (docs/LLC.md).",
+    )
+    parser.add_argument("--run", required=True, help="run directory (written by `icl-mech train`)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--steps", type=_step_list, help="checkpointed steps, STEP[,STEP...] (default: the last)")
+    which.add_argument("--all-steps", action="store_true", help="every checkpoint")
+    parser.add_argument(
+        "--restrict", type=_choices(RESTRICTIONS), default=list(RESTRICTIONS),
+        help="weights the chains move: full, attn (W_Q W_K W_V W_O), mlp, comma-separated (default: all three)",
+    )
+    parser.add_argument(
+        "--data", type=_choices(DATA), default=["train"],
+        help="loss on: train (fresh sequences from the run's sampler), icl, iwl (its evaluation "
+        "sets), comma-separated (default: train)",
+    )
+    defaults = SGLDSettings()
+    for name, help_text in (
+        ("lr", "SGLD step size"), ("n_beta", "inverse temperature n*beta"),
+        ("localization", "pull toward the checkpoint's weights (gamma)"), ("chains", "SGLD chains"),
+        ("draws", "steps averaged after the burn-in"), ("burn_in", "steps left out first"),
+        ("batch_size", "sequences per step and chain"), ("seed", "seed of the data and the noise"),
+    ):
+        default = getattr(defaults, name)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"{help_text} (default {default})"
+        )
+    parser.add_argument("--out", type=_directory_to_write, help="directory for the files (default: the run directory)")
+    parser.add_argument("--json", action="store_true", help="print JSON (settings and rows) instead of a table")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.set_defaults(handler=run_llc)
+
+
+def register_trajectory(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "trajectory", help="joint PCA of several runs' query logits over training",
+        description="The query logits of every checkpoint of several runs on one fixed probe set "
+        "(fresh ICL sequences and the first run's IWL sequences), projected on their joint "
+        "principal components: the runs' paths in PC1-PC2, the variance of each component, and "
+        "which component follows the ICL - IWL accuracy difference (the axis from memorizing to ICL).",
+    )
+    parser.add_argument("--run", required=True, action="append", help="run directory; repeat for each run")
+    parser.add_argument("--probe-size", type=int, default=500, help="sequences of each kind in the probe set (default 500)")
+    parser.add_argument("--out", type=_directory_to_write, help="directory for trajectory.json, .csv and .png")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.set_defaults(handler=run_trajectory)
 
 
 def ablate_entry() -> None:

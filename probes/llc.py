@@ -66,9 +66,10 @@ class SGLDSettings:
     (docs/LLC.md); every output saves them."""
 
     #: SGLD step size epsilon.
-    lr: float = 1e-4
-    #: Inverse temperature n*beta: the weight of the loss against the injected noise.
-    n_beta: float = 30.0
+    lr: float = 1e-3
+    #: Inverse temperature n*beta: the weight of the loss against the injected noise. The default
+    #: is devinterp's ``default_nbeta`` for a batch of 128, m / log m.
+    n_beta: float = 26.4
     #: Localization gamma: the pull back toward the checkpoint's weights w*.
     localization: float = 100.0
     #: Independent chains; the estimate is their mean and the spread their standard deviation.
@@ -316,9 +317,27 @@ def llc_run(
         for restriction in restrictions:
             parameters = restricted_parameters(model, restriction)
             for name in data:
-                with warnings.catch_warnings(record=True):  # the rows carry them
+                with warnings.catch_warnings(record=True):  # the rows carry them; one warning below
                     warnings.simplefilter("always", LLCWarning)
                     estimate = estimate_llc(model, query_loss, draws[name], settings, parameters)
                 estimates[step, restriction, name] = estimate
                 rows.append({"step": step, "restriction": restriction, "data": name, **estimate.row()})
-    return pd.DataFrame(rows), estimates
+    table = pd.DataFrame(rows)
+    if (flagged := int((table.warnings != "").sum())) > 0:
+        warnings.warn(f"{flagged} of {len(table)} LLC estimates have warnings (the table's warnings column)", LLCWarning)
+    return table, estimates
+
+
+def llc_record(run: Run, table: pd.DataFrame, estimates: dict[tuple[int, str, str], LLCEstimate]) -> dict:
+    """What ``llc_run`` found, as JSON: the run, the settings, one row per estimate and every
+    estimate's trace of ``n_beta (L(w_t) - L(w*))`` per chain (burn-in included)."""
+    settings = next(iter(estimates.values())).settings
+    return {
+        "run": str(run.path),
+        "settings": settings.to_dict(),
+        "rows": table.to_dict("records"),
+        "traces": [
+            {"step": step, "restriction": restriction, "data": data, "excess": estimate.excess.tolist()}
+            for (step, restriction, data), estimate in estimates.items()
+        ],
+    }

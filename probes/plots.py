@@ -6,13 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 COLORS = {"icl": "tab:blue", "iwl": "tab:orange"}
 #: A figure's panels: (y label, the table's columns drawn in it).
 Panels = Sequence[tuple[str, Sequence[str]]]
+
+
+def _points(n_points: int) -> dict:
+    """Markers on a line of few points: one or two checkpoints draw no visible line."""
+    return {"marker": "o", "markersize": 4} if n_points <= 30 else {}
 
 
 def _steps_axis(axes: Axes) -> None:
@@ -34,8 +41,11 @@ def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
     for name, color in COLORS.items():
-        axes.plot(table.step, table[f"{name}_acc"], color=color, label=f"{name.upper()} intact")
-        axes.plot(table.step, table[f"{name}_acc_ablated"], color=color, ls="--", label=f"{name.upper()} ablated")
+        points = _points(len(table))
+        axes.plot(table.step, table[f"{name}_acc"], color=color, label=f"{name.upper()} intact", **points)
+        axes.plot(
+            table.step, table[f"{name}_acc_ablated"], color=color, ls="--", label=f"{name.upper()} ablated", **points
+        )
     _accuracy_axis(axes)
     axes.set_title(title)
     axes.legend()
@@ -48,7 +58,7 @@ def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Pa
     figure = Figure(figsize=(7, 3 * len(panels)), layout="constrained")
     for axes, (ylabel, columns) in zip(figure.subplots(len(panels), squeeze=False)[:, 0], panels):
         for column in columns:
-            axes.plot(table.step, table[column], label=column)
+            axes.plot(table.step, table[column], label=column, **_points(len(table)))
         _steps_axis(axes)
         axes.set_ylabel(ylabel)
         axes.legend(fontsize="small")
@@ -86,3 +96,84 @@ def independence_panels(table: pd.DataFrame) -> Panels:
         ("IWL accuracy", _starting(table, "iwl_acc")),
         ("interaction / |logit|", [column for column in table.columns if column.endswith("interaction")]),
     ]
+
+
+#: Line colours of the LLC's weight restrictions.
+RESTRICTION_COLORS = {"full": "black", "attn": "tab:blue", "mlp": "tab:orange"}
+
+
+def plot_llc(table: pd.DataFrame, metrics: pd.DataFrame, title: str, path: str | Path | BinaryIO) -> None:
+    """``probes.llc.llc_run``'s table over training: ICL and IWL accuracy (the run's metrics
+    log), then for each data set the LLC of every weight restriction, mean and spread over chains."""
+    data = list(dict.fromkeys(table["data"]))
+    figure = Figure(figsize=(7, 3 * (1 + len(data))), layout="constrained")
+    panels = figure.subplots(1 + len(data), squeeze=False, sharex=True)[:, 0]
+    for name, color in COLORS.items():
+        panels[0].plot(metrics.step, metrics[f"{name}_acc"], color=color, label=f"{name.upper()} acc", **_points(len(metrics)))
+    _accuracy_axis(panels[0])
+    panels[0].legend(fontsize="small")
+    for axes, name in zip(panels[1:], data):
+        for restriction, rows in table[table["data"] == name].groupby("restriction", sort=False):
+            color = RESTRICTION_COLORS.get(restriction)
+            axes.plot(rows.step, rows.llc_mean, color=color, label=restriction, **_points(len(rows)))
+            axes.fill_between(rows.step, rows.llc_mean - rows.llc_std, rows.llc_mean + rows.llc_std, color=color, alpha=0.2)
+        _steps_axis(axes)
+        axes.axhline(0, color="gray", lw=0.8, ls=":")
+        axes.set_ylabel(f"LLC on {name} data")
+        axes.legend(fontsize="small", title="weights (mean +- sd over chains)", title_fontsize="small")
+    figure.suptitle(title)
+    figure.savefig(path, dpi=120)
+
+
+def plot_llc_traces(traces: Sequence[dict], burn_in: int, title: str, path: str | Path | BinaryIO) -> None:
+    """Every chain's trace of n_beta (L(w_t) - L(w*)) over its SGLD steps (``llc_record``'s
+    traces), one panel per (weight restriction, data), one colour per checkpoint (dark: early);
+    the dotted line ends the burn-in."""
+    keys = list(dict.fromkeys((trace["restriction"], trace["data"]) for trace in traces))
+    steps = sorted({trace["step"] for trace in traces})
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(steps)))
+    figure = Figure(figsize=(7, 2.5 * len(keys)), layout="constrained")
+    for axes, (restriction, data) in zip(figure.subplots(len(keys), squeeze=False)[:, 0], keys):
+        for trace in traces:
+            if (trace["restriction"], trace["data"]) != (restriction, data):
+                continue
+            color = colors[steps.index(trace["step"])]
+            for chain, excess in enumerate(trace["excess"]):
+                axes.plot(excess, color=color, lw=0.6, alpha=0.7, label=f"step {trace['step']}" if chain == 0 else None)
+        axes.axvline(burn_in, color="gray", ls=":")
+        axes.set_ylabel(f"{restriction}, {data}")
+        axes.grid(alpha=0.3)
+        if len(steps) <= 8:
+            axes.legend(fontsize="x-small", ncol=2)
+    figure.supxlabel("SGLD step")
+    figure.suptitle(f"{title}\nchain traces of n_beta (L(w_t) - L(w*))")
+    figure.savefig(path, dpi=120)
+
+
+def plot_trajectories(trajectories, path: str | Path | BinaryIO) -> None:
+    """``probes.trajectory.trajectory_pca``: each run's path through its checkpoints in PC1-PC2
+    (every checkpoint marked, coloured by ICL - IWL accuracy; a square at the first, a star at
+    the last), and the variance each component holds."""
+    points = trajectories.points
+    figure = Figure(figsize=(11, 5), layout="constrained")
+    paths, shares = figure.subplots(1, 2, width_ratios=[2, 1])
+    second = "pc2" if "pc2" in points else "pc1"
+    for run, rows in points.groupby("run", sort=False):
+        paths.plot(rows.pc1, rows[second], color="gray", lw=0.8, zorder=1)
+        paths.annotate(run, (rows.pc1.iloc[-1], rows[second].iloc[-1]), fontsize="small", xytext=(4, 4), textcoords="offset points")
+        paths.scatter(rows.pc1.iloc[:1], rows[second].iloc[:1], marker="s", s=60, facecolors="none", edgecolors="black", zorder=3)
+        paths.scatter(rows.pc1.iloc[-1:], rows[second].iloc[-1:], marker="*", s=140, facecolors="none", edgecolors="black", zorder=3)
+    marks = paths.scatter(points.pc1, points[second], c=points.icl_minus_iwl, cmap="coolwarm", vmin=-1, vmax=1, s=18, zorder=2)
+    figure.colorbar(marks, ax=paths, label="ICL - IWL accuracy")
+    shares_pct = [100 * share for share in trajectories.explained]
+    paths.set_xlabel(f"PC1 ({shares_pct[0]:.0f}% of the variance)")
+    paths.set_ylabel(f"PC2 ({shares_pct[1]:.0f}%)" if len(shares_pct) > 1 else "PC1")
+    paths.set_title("query logits on one probe set: square first checkpoint, star last")
+    paths.grid(alpha=0.3)
+    names = [f"PC{i + 1}" for i in range(len(shares_pct))]
+    bars = shares.bar(names, shares_pct, color=["tab:red" if i + 1 == trajectories.separating else "tab:gray" for i in range(len(names))])
+    for bar, r in zip(bars, trajectories.correlation):
+        shares.annotate(f"r={r:+.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize="small")
+    shares.set_ylabel("% of variance")
+    shares.set_title("r: correlation with ICL - IWL accuracy\n(red: the separating axis)", fontsize="small")
+    figure.savefig(path, dpi=120)
