@@ -245,7 +245,8 @@ def run_trajectory(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet)
+    llc = None if args.no_llc else SGLDSettings()
+    path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet, llc)
     print(f"wrote {path}")
     return 0
 
@@ -318,12 +319,17 @@ def register_report(subparsers: argparse._SubParsersAction) -> None:
         "report", help="one self-contained HTML report of a run (offline)",
         description="Accuracy and loss over training, every head's attention with a slider over "
         "checkpoints, match score and logit attribution over time, the cross-ablation matrix over "
-        "time with the independence verdict, and the run's config: one HTML file that opens "
+        "time with the independence verdict, the local learning coefficient over time (whole model, "
+        "attention, MLP; training data; default SGLD settings) and the run's config: one HTML file that opens "
         "without network (open it with #step=N to show checkpoint N's attention).",
     )
     _add_common(parser, over_time=False)
     parser.add_argument("--out", required=True, help="HTML file to write (its directory must exist)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-llc", action="store_true",
+        help="leave out the local learning coefficient section (its slowest; `icl-mech llc` computes it alone)",
+    )
     parser.set_defaults(handler=run_report)
 
 

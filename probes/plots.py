@@ -52,9 +52,9 @@ def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Path | BinaryIO) -> None:
+def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Path | BinaryIO) -> Figure:
     """One panel per (ylabel, columns) pair, every column a line over training steps; PNG to
-    ``path`` (a file name, or a binary stream such as the HTML report's buffer)."""
+    ``path`` (a file name, or a binary stream such as the HTML report's buffer). Returns the figure."""
     figure = Figure(figsize=(7, 3 * len(panels)), layout="constrained")
     for axes, (ylabel, columns) in zip(figure.subplots(len(panels), squeeze=False)[:, 0], panels):
         for column in columns:
@@ -64,6 +64,7 @@ def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Pa
         axes.legend(fontsize="small")
     figure.suptitle(title)
     figure.savefig(path, dpi=120)
+    return figure
 
 
 def _starting(table: pd.DataFrame, prefix: str) -> list[str]:

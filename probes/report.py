@@ -2,7 +2,8 @@
 
 Everything on it comes from the library: the metrics log (``Run.metrics``), ``probe_run`` (match
 scores and direct logit attribution over time), ``independence_run`` and ``verdict`` (the
-cross-ablation matrix over time), ``head_patterns`` at every checkpoint (circuitsvis's attention
+cross-ablation matrix over time), ``llc_run`` (the local learning coefficient over time, with its
+chains' traces), ``head_patterns`` at every checkpoint (circuitsvis's attention
 heads, with a slider over checkpoints) and the run's config. Plots are PNGs inlined as data URIs
 and the page carries circuitsvis's bundled script once, so it opens offline. ``#step=N`` in the
 page's address selects checkpoint N.
@@ -16,6 +17,7 @@ import html
 import io
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -26,8 +28,9 @@ from icl_mech import storage
 from icl_mech.errors import RunError, WriteError
 from icl_mech.run import Run
 from probes.independence import cross_ablation_matrix, independence_run, verdict
+from probes.llc import RESTRICTIONS, SGLDSettings, llc_record, llc_run
 from probes.over_time import probe_run
-from probes.plots import METRICS_PANELS, Panels, independence_panels, plot_columns, probe_panels
+from probes.plots import METRICS_PANELS, Panels, independence_panels, plot_columns, plot_llc, plot_llc_traces, probe_panels
 from probes.viz import head_patterns
 
 #: The evaluation sequence whose attention the page shows.
@@ -76,11 +79,16 @@ def _json(value: object) -> str:
     return json.dumps(value).replace("</", "<\\/")
 
 
-def _figure(table: pd.DataFrame, panels: Panels, title: str) -> str:
+def _png(plot: Callable[[io.BytesIO], None], title: str) -> str:
+    """What ``plot`` draws into a PNG buffer, as an inline image."""
     buffer = io.BytesIO()
-    plot_columns(table, panels, title, buffer)
+    plot(buffer)
     data = base64.b64encode(buffer.getvalue()).decode()
     return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(table: pd.DataFrame, panels: Panels, title: str) -> str:
+    return _png(lambda buffer: plot_columns(table, panels, title, buffer), title)
 
 
 def _attention_section(patterns: dict[int, dict]) -> str:
@@ -116,8 +124,29 @@ def _independence_section(run: Run, device: str | torch.device, progress: bool) 
 <p><b>Verdict:</b> {html.escape(verdict(table.iloc[-1]))}</p>"""
 
 
-def report_html(run: Run, device: str | torch.device = "cpu", progress: bool = True) -> str:
-    """The whole page for ``run`` (every checkpoint)."""
+def _llc_section(run: Run, settings: SGLDSettings | None, device: str | torch.device, progress: bool) -> str:
+    if settings is None:
+        return "<p>Not computed for this report (<code>--no-llc</code>); <code>icl-mech llc --all-steps</code> computes it.</p>"
+    restrictions = [r for r in RESTRICTIONS if not (r == "mlp" and run.config.model.attn_only)]
+    table, estimates = llc_run(run, restrictions=restrictions, settings=settings, device=device, progress=progress)
+    record = llc_record(run, table, estimates)
+    title = f"{run.path.name}: local learning coefficient"
+    flagged = table[table.warnings != ""]
+    notes = "".join(
+        f"<li>step {row.step}, {row.restriction}: {html.escape(row.warnings)}</li>" for row in flagged.itertuples()
+    )
+    return f"""<p>SGLD settings (absolute values depend on them; compare estimates made with the same
+ones, docs/LLC.md): <code>{html.escape(json.dumps(settings.to_dict()))}</code></p>
+{_png(lambda buffer: plot_llc(table, run.metrics, title, buffer), title)}
+{_png(lambda buffer: plot_llc_traces(record["traces"], settings.burn_in, run.path.name, buffer), "chain traces")}
+{f"<p>Warnings:</p><ul>{notes}</ul>" if notes else "<p>No chain diverged, every trace flattened, no estimate is negative.</p>"}"""
+
+
+def report_html(
+    run: Run, device: str | torch.device = "cpu", progress: bool = True, llc: SGLDSettings | None = SGLDSettings()
+) -> str:
+    """The whole page for ``run`` (every checkpoint); ``llc`` is the LLC section's SGLD settings
+    (None leaves the section out: it is the slowest)."""
     if not run.steps:
         raise RunError(f"{run.path} has no checkpoints yet")
     name, index = SEQUENCE
@@ -141,13 +170,18 @@ to the query logit toward the correct label.</p>
 {_figure(probes, probe_panels(probes), f"{run.path.name}: probes over training")}
 <h2>Cross-ablation of the induction head and the MLP over training</h2>
 {_independence_section(run, device, progress)}
+<h2>Local learning coefficient over training (training data)</h2>
+{_llc_section(run, llc, device, progress)}
 <h2>Config</h2>
 <pre>{html.escape(json.dumps(run.config.to_dict(), indent=2), quote=False)}</pre>
 </body></html>
 """
 
 
-def write_report(run: Run, out: str | Path, device: str | torch.device = "cpu", progress: bool = True) -> Path:
+def write_report(
+    run: Run, out: str | Path, device: str | torch.device = "cpu", progress: bool = True,
+    llc: SGLDSettings | None = SGLDSettings(),
+) -> Path:
     """Write ``report_html(run)`` to ``out`` (atomically). Whether ``out``'s directory takes a
     new file is tried before the probes run, so a bad ``out`` fails at once."""
     out = Path(out)
@@ -156,7 +190,7 @@ def write_report(run: Run, out: str | Path, device: str | torch.device = "cpu", 
             raise IsADirectoryError(errno.EISDIR, "a directory is in its place")
         with tempfile.TemporaryFile(dir=out.parent):
             pass
-        storage.atomic_write(out, report_html(run, device, progress).encode())
+        storage.atomic_write(out, report_html(run, device, progress, llc).encode())
     except OSError as error:
         raise WriteError(f"--out {out} cannot be written: {error.strerror}") from None
     return out

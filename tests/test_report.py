@@ -3,8 +3,10 @@ selector that really re-renders the attention pattern."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
+
 
 import pytest
 
@@ -14,6 +16,8 @@ from icl_mech.cli import main
 from icl_mech.presets import preset
 from icl_mech.run import load_run
 from icl_mech.trainer import train
+from probes.llc import SGLDSettings
+from probes.plots import METRICS_PANELS, plot_columns
 from probes.report import report_html
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
@@ -23,7 +27,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 def test_report_of_a_shipped_run_is_offline_and_its_checkpoint_selector_redraws_the_pattern(chromium, tmp_path):
     run = load_run(REFERENCE / "icl")
     page = tmp_path / "report.html"
-    assert main(["report", "--run", str(run.path), "--out", str(page), "--quiet"]) == 0
+    assert main(["report", "--run", str(run.path), "--out", str(page), "--quiet", "--no-llc"]) == 0
     text = page.read_text()
     assert loads_nothing_from_the_network(text)
     assert text.count("data:image/png;base64,") == 3  # metrics, probes, cross-ablation
@@ -76,12 +80,23 @@ def test_bad_runs_and_unwritable_outputs_fail_in_one_line_and_write_nothing(tmp_
     _fails_with_one_line(["--run", str(run), "--out", "/proc/report.html"], capsys, "cannot be written")
     assert not (tmp_path / "no").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "one"]
 
-    assert main(["report", "--quiet", "--run", str(run), "--out", str(out)]) == 0
-    assert "step 0" in out.read_text()
+    assert main(["report", "--quiet", "--no-llc", "--run", str(run), "--out", str(out)]) == 0
+    assert "step 0" in out.read_text() and "--no-llc" in out.read_text()
 
 
 def test_report_of_an_attention_only_interleaved_run_shows_both_layers_and_skips_the_mlp(tmp_path):
     config = preset("cpu-interleaved").override(steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
-    page = report_html(train(config, tmp_path / "run", progress=False), progress=False)
+    tiny = SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=8)
+    page = report_html(train(config, tmp_path / "run", progress=False), progress=False, llc=tiny)
     assert "no MLP sub-circuit" in page and "Verdict:" not in page
-    assert '"L1H0"' in page and page.count("data:image/png;base64,") == 2
+    assert '"L1H0"' in page and page.count("data:image/png;base64,") == 4  # + LLC and its chain traces
+    assert "Local learning coefficient over training" in page and "&quot;batch_size&quot;: 8" in page
+
+
+def test_over_training_plots_of_a_run_with_one_checkpoint_draw_its_point():
+    # The shipped transient run keeps one checkpoint: its probe tables have one row.
+    run = load_run(REFERENCE / "transient")
+    row = run.metrics[run.metrics.step == run.steps[0]]
+    figure = plot_columns(row, METRICS_PANELS, "one checkpoint", io.BytesIO())
+    lines = [line for axes in figure.axes for line in axes.get_lines() if len(line.get_xdata()) == 1]
+    assert len(lines) == 6 and all(line.get_marker() not in ("None", "", None) for line in lines)
