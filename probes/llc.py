@@ -66,18 +66,19 @@ class SGLDSettings:
     (docs/LLC.md); every output saves them."""
 
     #: SGLD step size epsilon.
-    lr: float = 1e-3
-    #: Inverse temperature n*beta: the weight of the loss against the injected noise. The default
-    #: is devinterp's ``default_nbeta`` for a batch of 128, m / log m.
-    n_beta: float = 26.4
-    #: Localization gamma: the pull back toward the checkpoint's weights w*.
-    localization: float = 100.0
+    lr: float = 3e-4
+    #: Inverse temperature n*beta: the weight of the loss against the injected noise. Above about
+    #: 300 the reference runs' estimates hardly change with it (docs/LLC.md, calibration).
+    n_beta: float = 300.0
+    #: Localization gamma: the pull back toward the checkpoint's weights w*, weak against n_beta
+    #: times the loss's curvature so that it does not decide the estimate.
+    localization: float = 1.0
     #: Independent chains; the estimate is their mean and the spread their standard deviation.
     chains: int = 4
     #: SGLD steps averaged, after the burn-in.
-    draws: int = 100
+    draws: int = 200
     #: SGLD steps taken first and left out of the average.
-    burn_in: int = 50
+    burn_in: int = 200
     #: Samples (sequences) per SGLD step and chain.
     batch_size: int = 128
     #: Seeds the data and the noise; the same at every checkpoint, so that differences between

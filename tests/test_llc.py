@@ -11,14 +11,18 @@ the localization hardly matters:
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes.llc import LLCEstimate, LLCWarning, SGLDSettings, estimate_llc, restricted_parameters
+from icl_mech.cli import main
+from icl_mech.run import load_run
+from probes.llc import LLCEstimate, LLCWarning, SGLDSettings, estimate_llc, llc_run, restricted_parameters
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -166,3 +170,52 @@ def test_a_converged_estimate_has_no_warnings_and_settings_round_trip():
     assert isinstance(estimate, LLCEstimate) and estimate.warnings == ()
     assert SGLDSettings.from_dict(estimate.settings.to_dict()) == estimate.settings
     assert estimate.excess.shape == (8, 1000) and math.isfinite(estimate.std)
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+#: A few SGLD steps: the command's plumbing, not its numbers.
+TINY = ["--chains", "2", "--draws", "4", "--burn-in", "2", "--batch-size", "16"]
+
+
+def test_restrictions_select_the_attention_and_the_mlp_weights_of_a_run():
+    model = load_run(REFERENCE / "memorize").model()
+    assert set(restricted_parameters(model, "attn")) == {f"blocks.0.attn.W_{m}" for m in "QKVO"}  # frozen biases left out
+    assert set(restricted_parameters(model, "mlp")) == {f"blocks.0.mlp.{n}" for n in ("W_in", "b_in", "W_out", "b_out")}
+    full = restricted_parameters(model, "full")
+    assert set(full) > set(restricted_parameters(model, "attn")) | set(restricted_parameters(model, "mlp"))
+    assert "blocks.0.ln1.w" in full and "blocks.0.attn.b_Q" not in full
+
+
+def test_llc_command_writes_settings_rows_traces_and_plots(tmp_path, capsys):
+    out = tmp_path / "llc"
+    args = ["llc", "--run", str(REFERENCE / "memorize"), "--steps", "0,1000", "--restrict", "full,mlp",
+            "--data", "train,iwl", "--out", str(out), "--json", "--quiet", "--seed", "3", *TINY]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["settings"] == SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=16, seed=3).to_dict()
+    assert [(r["step"], r["restriction"], r["data"]) for r in printed["rows"]] == [
+        (step, restriction, data) for step in (0, 1000) for restriction in ("full", "mlp") for data in ("train", "iwl")
+    ]
+    saved = json.loads((out / "llc.json").read_text())
+    assert saved["settings"] == printed["settings"] and len(saved["traces"]) == 8
+    assert all(len(trace["excess"]) == 2 and len(trace["excess"][0]) == 6 for trace in saved["traces"])
+    assert all((out / name).stat().st_size > 0 for name in ("llc.csv", "llc.png", "llc-traces.png"))
+
+
+def test_llc_command_refuses_bad_steps_restrictions_and_settings_in_one_line(capsys):
+    run = str(REFERENCE / "memorize")
+    for args, expected in ((["--steps", "7"], "never checkpointed"), (["--lr", "-1"], "lr must be positive")):
+        assert main(["llc", "--run", run, "--quiet", *TINY, *args]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and expected in error
+    with pytest.raises(SystemExit) as exit:
+        main(["llc", "--run", run, "--restrict", "heads"])
+    error = capsys.readouterr().err
+    assert exit.value.code == 2 and error.count("\n") == 1 and "subset of full,attn,mlp" in error
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_llc_on_cuda_keeps_every_tensor_on_the_model_device():
+    run = load_run(REFERENCE / "memorize")
+    table, _ = llc_run(run, [run.steps[-1]], settings=SGLDSettings(chains=2, draws=4, burn_in=2), device="cuda", progress=False)
+    assert table.llc_mean.notna().all()
