@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: time the training step, ensembles and probes against their baselines.
+"""``python -m benchmarks``: time the training step, ensembles, probes and the LLC against their baselines.
 
 Prints one table row per comparison (median seconds of several repeats, the speedup, its target)
 and exits 1 if a speedup misses its target by more than 20 percent. ``--quick`` runs every
@@ -59,15 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--clock cpu and --repeats are the CPU table's; the CUDA table times each run once, wall clock")
         return cuda_table(args.quick)
     from benchmarks import comparisons
-    from benchmarks.comparisons import ensemble, probes, training_step
+    from benchmarks.comparisons import ensemble, llc_reference_run, llc_sampler, probes, training_step
+    from probes.llc import SGLDSettings
 
     comparisons.clock = comparisons.CLOCKS[args.clock]
     repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
         tiny = {"K": 64, "N": 10, "d_mlp": 16, "eval_size": 16, "batch_size": 8}
-        rows = [*training_step(2, repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny)]
+        rows = [*training_step(2, repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny),
+                llc_sampler(2, repeats), llc_reference_run(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8))]
     else:
-        rows = [*training_step(20, repeats), ensemble(16, 1000, max(1, repeats // 3)), probes(100, max(1, repeats // 2))]
+        rows = [*training_step(20, repeats), ensemble(16, 1000, max(1, repeats // 3)), probes(100, max(1, repeats // 2)),
+                llc_sampler(200, max(1, repeats // 2)), llc_reference_run()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, median of {repeats} repeats")
     print(format_table(rows, check=not args.quick))
     if args.quick:

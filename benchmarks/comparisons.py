@@ -1,4 +1,4 @@
-"""The four measured comparisons of issue 5. Each returns a ``Comparison``: what was timed, the
+"""The measured comparisons of issues 5 and 19. Each returns a ``Comparison``: what was timed, the
 baseline's and our seconds (median over repeats), and the speedup the target asks for.
 
 Sizes are arguments so the smoke test can run everything in seconds; ``python -m benchmarks``
@@ -25,6 +25,7 @@ from icl_mech.run import load_run
 from icl_mech.sampler import TRAINING_MODES, Batch, sample_batch, stream_generator, training_pool
 from icl_mech.trainer import evaluate, logistic_loss_and_accuracy, make_optimizer, train
 from probes.head_scores import match_score
+from probes.llc import SGLDSettings, devinterp_sampler_llc, estimate_llc, llc_run, query_loss, run_draw
 from probes.over_time import ablate_run, over_checkpoints
 
 
@@ -197,3 +198,47 @@ def probes(n_checkpoints: int, repeats: int, **overrides) -> Comparison:
             f"probes over {len(run.steps)} checkpoints: ablation + attention scores",
             "10 x one evaluation pass", 10 * seconds["evaluation"], "probes", seconds["probes"], "s", 1.0,
         )
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
+
+
+def llc_sampler(n_steps: int, repeats: int) -> Comparison:
+    """One LLC estimate of the shipped ICL run's last checkpoint (every weight, training data, the
+    default chains and batch, ``n_steps`` SGLD steps, no burn-in): devinterp's high-level ``llc()``
+    (chains one after the other over a fixed set of 8192 training sequences) against our loop
+    (``estimate_llc``: chains vmapped, fresh sequences every step)."""
+    run = load_run(REFERENCE / "icl")
+    model = run.model()
+    settings = SGLDSettings(draws=n_steps, burn_in=0)
+    draw = run_draw(run, "train")
+    tokens, targets = draw(8192, torch.Generator().manual_seed(0))
+    seconds = median_seconds(
+        {
+            "devinterp": lambda: devinterp_sampler_llc(model, tokens, targets, settings),
+            "ours": lambda: estimate_llc(model, query_loss, draw, settings),
+        },
+        repeats, warm_up=False,
+    )
+    return Comparison(
+        f"LLC, {settings.chains} chains x {n_steps} SGLD steps", "devinterp llc()", seconds["devinterp"],
+        "estimate_llc", seconds["ours"], "s", 1.0,
+    )
+
+
+#: The budget of issue 19: one reference run, every checkpoint, three weight restrictions.
+LLC_BUDGET_SECONDS = 300.0
+
+
+def llc_reference_run(settings: SGLDSettings = SGLDSettings()) -> Comparison:
+    """``llc_run`` with ``settings`` (default: the defaults) on every checkpoint of the shipped
+    run with the most checkpoints (reference/near, 18), three restrictions, training data, timed
+    once against the 5-minute budget."""
+    run = load_run(REFERENCE / "near")
+    began = clock()
+    llc_run(run, settings=settings, progress=False)
+    seconds = clock() - began
+    return Comparison(
+        f"LLC defaults, reference/near: {len(run.steps)} checkpoints x 3 restrictions", "budget",
+        LLC_BUDGET_SECONDS, "llc_run", seconds, "s", 1.0,
+    )

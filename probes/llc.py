@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from devinterp.optim import SGMCMC
 from devinterp.slt.weight_restrictions import create_param_masks
 from jaxtyping import Float
@@ -342,3 +343,41 @@ def llc_record(run: Run, table: pd.DataFrame, estimates: dict[tuple[int, str, st
             for (step, restriction, data), estimate in estimates.items()
         ],
     }
+
+
+def devinterp_sampler_llc(
+    model: nn.Module,
+    tokens: Float[Tensor, "sequence pos d_token"],
+    targets: Tensor,
+    settings: SGLDSettings = SGLDSettings(),
+    parameters: Sequence[str] | None = None,
+) -> float:
+    """The same estimate through devinterp's high-level ``llc()`` (for the comparison in
+    benchmarks/): its chains one after the other, each cycling the fixed ``tokens`` (drawn once)
+    through a ``datasets.Dataset`` of indices, their results written to a temporary zarr store.
+    It averages the burn-in too (devinterp's definition), so give it ``burn_in=0`` to compare."""
+    import io
+    import tempfile
+    from contextlib import redirect_stderr
+
+    from datasets import Dataset
+    from devinterp.slt.llc import llc
+
+    # devinterp's loss is per next-token position, so each "sequence" is [index, index]: one loss.
+    dataset = Dataset.from_dict({"input_ids": [[i, i] for i in range(len(tokens))]}).with_format("torch")
+
+    def per_sequence_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
+        index = input_ids[:, 0].to(tokens.device)
+        logits = query_logits(model, tokens[index])
+        return F.binary_cross_entropy_with_logits(logits, targets[index].float(), reduction="none")[:, None]
+
+    names = restricted_parameters(model, "full") if parameters is None else parameters
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")  # and its progress bars: one per chain
+        result = llc(
+            model, dataset, {}, lr=settings.lr, n_beta=settings.n_beta, loss_fn=per_sequence_loss,
+            param_masks={name: None for name in names}, num_chains=settings.chains, num_draws=settings.draws,
+            num_burnin_steps=settings.burn_in, batch_size=settings.batch_size, localization=settings.localization,
+            init_seed=settings.seed, device=str(next(model.parameters()).device), output_path=f"{folder}/samples.zarr",
+        )
+        return float(result.llc_mean)
