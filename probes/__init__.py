@@ -7,8 +7,12 @@
 - ``attribution``: direct logit attribution that sums to the logit.
 - ``independence`` and ``kinetics``: are the ICL and IWL sub-circuits independent?
 - ``over_time``: any probe mapped over a run's checkpoints.
+- ``llc`` (the only module importing devinterp) and ``llc_calibration``: the local learning
+  coefficient, whole or restricted to attention / MLP weights, and models with known answers.
+- ``trajectory``: several runs' checkpoints in the joint PCA of their query logits.
 - ``viz`` and ``plots``: circuitsvis pages (offline) and PNG plots.
-- ``commands``: the ``icl-mech ablate | probe | independence | viz`` subcommands.
+- ``commands``: the ``icl-mech ablate | probe | independence | viz | report | llc | trajectory``
+  subcommands.
 
 ``icl_mech`` never imports this package; the commands register through the
 ``icl_mech.commands`` entry-point group. See docs/PROBES.md.
