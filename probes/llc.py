@@ -234,7 +234,7 @@ def diagnose(estimate: LLCEstimate) -> list[str]:
     if diverged:
         found.append(
             f"chain(s) {diverged} diverged (non-finite or exploding loss): lower the step size "
-            f"(lr {estimate.settings.lr:g}); the estimate averages the other chains"
+            f"(lr {estimate.settings.lr:g}); chains with a non-finite loss are left out of the mean"
         )
     healthy = draws[[c for c in range(len(draws)) if c not in diverged]]
     if len(healthy) > 1 and healthy.shape[1] >= 4:
