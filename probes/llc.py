@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -179,7 +180,7 @@ def estimate_llc(
     names = [n for n, w in weights.items() if w.requires_grad] if parameters is None else list(parameters)
     if not names:
         raise ConfigError("no weights to sample: the restriction selects none of the model's trained weights")
-    chains, batch = settings.chains, settings.batch_size
+    chains = settings.chains
     # Each chain's copy of the sampled weights, stacked on a leading chain axis; devinterp's SGLD
     # acts elementwise, so one optimizer over the stack is the chains' independent updates.
     stacked = {
@@ -195,16 +196,13 @@ def estimate_llc(
     data_generator = torch.Generator(device).manual_seed(settings.seed)
     noise_generator = torch.Generator(device).manual_seed(settings.seed + 1)
     excess, center = [], []
-    for _ in range(settings.burn_in + settings.draws):
-        data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
-        losses = chain_losses(stacked, *data)
-        optimizer.zero_grad()
-        losses.sum().backward()  # each chain's weights get the gradient of its own loss
-        optimizer.step(noise_generator=noise_generator)
-        with torch.no_grad():
-            at_center = center_losses(*data)
-        excess.append(settings.n_beta * (losses.detach() - at_center))
-        center.append(at_center)
+    with _one_cpu_thread(device):
+        for _ in range(settings.burn_in + settings.draws):
+            step = _sgld_step(
+                stacked, chain_losses, center_losses, optimizer, draw, settings, data_generator, noise_generator
+            )
+            excess.append(step[0])
+            center.append(step[1])
     estimate = LLCEstimate(
         torch.stack(excess, 1).cpu(), torch.stack(center, 1).cpu(), settings,
         sum(weights[name].numel() for name in names), (),
@@ -213,6 +211,45 @@ def estimate_llc(
     for message in found:
         warnings.warn(message, LLCWarning, stacklevel=2)
     return dataclasses.replace(estimate, warnings=tuple(found))
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Sample on one CPU thread: an SGLD step of these small models is many small operations, and
+    a second torch thread made them far slower on this project's 2-core machine (one estimate of
+    reference/near: 4.0 s of CPU on one thread, 358 s on two, the machine shared with other jobs)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sgld_step(
+    stacked: dict[str, Tensor],
+    chain_losses: Callable,
+    center_losses: Callable,
+    optimizer: torch.optim.Optimizer,
+    draw: Draw,
+    settings: SGLDSettings,
+    data_generator: torch.Generator,
+    noise_generator: torch.Generator,
+) -> tuple[Float[Tensor, " chain"], Float[Tensor, " chain"]]:
+    """One SGLD step of every chain, each on its own fresh batch: ``n_beta (L(w_t) - L(w*))`` and
+    ``L(w*)`` on that batch, per chain."""
+    chains, batch = settings.chains, settings.batch_size
+    data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
+    losses = chain_losses(stacked, *data)
+    optimizer.zero_grad()
+    losses.sum().backward()  # each chain's weights get the gradient of its own loss
+    optimizer.step(noise_generator=noise_generator)
+    with torch.no_grad():
+        at_center = center_losses(*data)
+    return settings.n_beta * (losses.detach() - at_center), at_center
 
 
 def diagnose(estimate: LLCEstimate) -> list[str]:
