@@ -391,7 +391,8 @@ def devinterp_sampler_llc(
 ) -> float:
     """The same estimate through devinterp's high-level ``llc()`` (for the comparison in
     benchmarks/): its chains one after the other, each cycling the fixed ``tokens`` (drawn once)
-    through a ``datasets.Dataset`` of indices, their results written to a temporary zarr store.
+    through a ``datasets.Dataset`` of indices, their results written to a temporary zarr store;
+    on one CPU thread, as ``estimate_llc`` samples.
     It averages the burn-in too (devinterp's definition), so give it ``burn_in=0`` to compare."""
     import io
     import tempfile
@@ -409,12 +410,14 @@ def devinterp_sampler_llc(
         return F.binary_cross_entropy_with_logits(logits, targets[index].float(), reduction="none")[:, None]
 
     names = restricted_parameters(model, "full") if parameters is None else parameters
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")  # and its progress bars: one per chain
+    device = next(model.parameters()).device
+    quiet = redirect_stderr(io.StringIO())  # its progress bars: one per chain
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), quiet, _one_cpu_thread(device):
+        warnings.simplefilter("ignore")
         result = llc(
             model, dataset, {}, lr=settings.lr, n_beta=settings.n_beta, loss_fn=per_sequence_loss,
             param_masks={name: None for name in names}, num_chains=settings.chains, num_draws=settings.draws,
             num_burnin_steps=settings.burn_in, batch_size=settings.batch_size, localization=settings.localization,
-            init_seed=settings.seed, device=str(next(model.parameters()).device), output_path=f"{folder}/samples.zarr",
+            init_seed=settings.seed, device=str(device), output_path=f"{folder}/samples.zarr",
         )
         return float(result.llc_mean)
