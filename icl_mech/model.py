@@ -100,9 +100,11 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> IclTra
     """A freshly initialised model for ``config`` (init seeded by the run's seed), attention
     biases zeroed and frozen. Global RNG state is left as it was."""
     # Seeding through HookedTransformerConfig.seed would reseed Python's and numpy's global
-    # RNGs too; a forked torch RNG seeds the initialisation and touches nothing else.
+    # RNGs too, and torch.manual_seed every CUDA device's default generator. HookedTransformer
+    # initialises its weights on the CPU before moving them to ``device``, so the forked CPU
+    # generator alone seeds the initialisation and nothing else is touched.
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        torch.manual_seed(stream_seed(config.train.seed, "init"))
+        torch.default_generator.manual_seed(stream_seed(config.train.seed, "init"))
         # HookedTransformer 3.9 warns on every construction that 4.0 removes it; we pin <4.
         warnings.filterwarnings(
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning

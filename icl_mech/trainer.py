@@ -32,7 +32,7 @@ from transformer_lens import HookedTransformer
 
 from icl_mech import storage
 from icl_mech.config import RunConfig, TrainConfig
-from icl_mech.devices import resolve_device
+from icl_mech.devices import current, resolve_device
 from icl_mech.errors import RunError, TrainingStopped, WriteError
 from icl_mech.graphs import captures, replayable
 from icl_mech.lock import LOCK, DirectoryLock
@@ -103,6 +103,17 @@ def make_optimizer(
     return torch.optim.Adam(param_groups, lr=train.lr, fused=True, capturable=capturable)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, capturable: bool) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the optimizer's ``capturable``.
+
+    ``load_state_dict`` takes every param-group key from the saved state, so an Adam run saved
+    eagerly (``--eager``, or on the CPU) would resume uncapturable on CUDA, and its capture fail."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = capturable
+
+
 def _checkpoint_write(
     run_dir: Path, step: int, model: HookedTransformer, optimizer_state: dict, data_rng: torch.Generator
 ) -> Callable[[], None]:
@@ -147,7 +158,14 @@ def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator)
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
             state.setdefault(int(index), {})[key] = tensor
-    data_rng.set_state(tensors["data_rng"])
+    try:
+        data_rng.set_state(tensors["data_rng"])
+    except RuntimeError:  # CPU and CUDA generators keep states of different sizes
+        raise RunError(
+            f"cannot resume {run_dir} on {data_rng.device}: it was trained on another kind of device "
+            f"(its data-RNG state is not a {data_rng.device.type} generator's); resume it with the "
+            "--device it was trained on"
+        ) from None
     return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
@@ -174,10 +192,8 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
     elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     status_path = run_dir / storage.STATUS
-    if status_path.exists():
-        status = storage.read_json(status_path)
-        if status["last_step"] >= config.train.steps or status["stopped_early"]:
-            return None
+    if status_path.exists() and _finished(config, storage.read_json(status_path), run_dir):
+        return None
     has_state = (run_dir / storage.RESUME).exists()
     if not has_state and storage.checkpointed_steps(run_dir):
         raise RunError(
@@ -185,6 +201,18 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
             "(shipped reference runs keep only their checkpoints); train into another --out"
         )
     return has_state
+
+
+def _finished(config: RunConfig, status: dict, run_dir: Path) -> bool:
+    """Whether a run whose status.json is ``status`` has nothing left to train under ``config``:
+    it reached ``steps``, or the stopping rule ended it and still ends it at that step (a resume
+    may change the rule, or turn it off, and then the run goes on)."""
+    if status["last_step"] >= config.train.steps:
+        return True
+    if not status["stopped_early"]:
+        return False
+    history = [row for row in storage.read_json_lines(run_dir / storage.METRICS) if row["step"] <= status["last_step"]]
+    return stop_reason(history, config.train) is not None
 
 
 def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
@@ -349,7 +377,8 @@ def train_members(
     others' step time as it was).
 
     ``capture`` runs the update and the evaluation pass as CUDA graphs when the members are on
-    CUDA (``icl_mech.graphs``).
+    CUDA (``icl_mech.graphs``); the caller makes their device the current one
+    (``icl_mech.devices.current``).
 
     SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
     finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
@@ -491,7 +520,7 @@ def _step_alone(members: list[Member], optimizer_states: list[dict | None], capt
     (member,), (optimizer_state,) = members, optimizer_states
     optimizer = make_optimizer(member.model.named_parameters(), member.config.train, capturable)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(optimizer, optimizer_state, capturable)
 
     def loss_of(batches: list[Batch]) -> Tensor:
         (batch,) = batches
@@ -517,7 +546,7 @@ def train(
     update and the evaluations run as CUDA graphs unless ``capture`` is False (eager, to compare).
     """
     torch_device = resolve_device(device)
-    with ExitStack() as locks:
+    with current(torch_device), ExitStack() as locks:
         opened = open_member(config, Path(run_dir), torch_device, resume, locks)
         if opened is not None:
             member, optimizer_state = opened
