@@ -104,7 +104,7 @@ def test_rerunning_a_sweep_skips_finished_runs_and_resumes_interrupted_ones(tmp_
     (interrupted.run_dir / storage.STATUS).unlink()
     kept = storage.checkpoint_path(interrupted.run_dir, 2)
     kept_mtime = kept.stat().st_mtime_ns
-    assert run_status(interrupted) == "pending"
+    assert run_status(interrupted) == "interrupted"
 
     index = run_sweep(base, grid, tmp_path, workers=1, progress=False)
     assert list(index.status) == ["finished", "finished"]
