@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import re
 import signal
+import threading
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -38,7 +39,7 @@ from icl_mech.config import RunConfig, parse_value
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError, TrainingStopped
 from icl_mech.lock import DirectoryLock
-from icl_mech.trainer import _sigterm_requests_stop, train
+from icl_mech.trainer import train
 
 INDEX = "index.csv"
 #: Written into a run directory when its training raised; removed when the run is retried.
@@ -206,8 +207,8 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
 
     A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
     propagates, so the worker ends without a result and the run resumes when run again (a Slurm
-    requeue runs the same task again). In a local sweep's worker, a SIGTERM that came before
-    training began stops the unit here, before it trains.
+    requeue runs the same task again). In a local sweep, a SIGTERM recorded before training began
+    (``_stop_received``) stops the unit here, before it trains.
 
     One unit is one run, or, with ensembles, several runs of the same shape trained together by
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
@@ -215,7 +216,7 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     unit run in the calling process must not change how everything after it computes).
     """
     dirs = [Path(d) for d in run_dirs]
-    if _worker_stop_received:
+    if _stop_received:
         raise TrainingStopped(f"stopped by SIGTERM before training {[d.name for d in dirs]}")
     callers_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -263,8 +264,13 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-#: SIGTERMs a local sweep's worker process received outside training (``_start_worker``).
-_worker_stop_received: list[int] = []
+#: SIGTERMs received outside training by a process that trains a local sweep's units (a worker,
+#: or the sweep process itself with one worker); ``train_unit`` starts no unit after one.
+_stop_received: list[int] = []
+
+
+def _record_sigterm(signum: int, frame: object) -> None:
+    _stop_received.append(signum)
 
 
 def _start_worker() -> None:
@@ -273,7 +279,7 @@ def _start_worker() -> None:
     the process, which would break the pool. The sweep process resends SIGTERM until the worker's
     unit has ended, and training stops at it (``icl_mech.trainer.train_members``). The worker
     started with SIGTERM blocked (``_sigterm_blocked``), so one sent while it imported waits here."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: _worker_stop_received.append(signum))
+    signal.signal(signal.SIGTERM, _record_sigterm)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
@@ -286,6 +292,37 @@ def _sigterm_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def _sigterm_recorded(resend: bool) -> Iterator[list[int]]:
+    """While a local sweep runs, SIGTERM is recorded in the yielded ``_stop_received`` instead of
+    ending this process. With ``resend`` (units trained in this process), a recorded SIGTERM is
+    sent again every second, so that training begun since (whose own handler replaced this one:
+    ``icl_mech.trainer``) stops at it too. Signals are caught in the main thread only: elsewhere
+    (a notebook's worker thread) SIGTERM keeps its usual meaning."""
+    _stop_received.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _record_sigterm) if in_main_thread else None
+    ended = threading.Event()
+
+    def resend_while_stopping() -> None:
+        while not ended.wait(1.0):
+            if _stop_received:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    resender = threading.Thread(target=resend_while_stopping, daemon=True) if in_main_thread and resend else None
+    if resender:
+        resender.start()
+    try:
+        yield _stop_received
+    finally:
+        ended.set()
+        if resender:
+            resender.join()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        _stop_received.clear()  # the stop was this sweep's: units trained here later are not stopped
 
 
 class _Progress:
@@ -307,18 +344,38 @@ class _Progress:
         write_index(self.out, self.points, self.running)
 
 
+def _run_inline(units: list[list[SweepPoint]], device: str, progress: _Progress) -> bool:
+    """One unit after another in this process, on every core; whether SIGTERM stopped it."""
+    with _sigterm_recorded(resend=True) as stop:
+        for unit in units:
+            if stop:
+                break
+            progress.started(unit)
+            try:
+                train_unit(*_unit_args(unit), device, available_cores())
+            except TrainingStopped:
+                stop.append(signal.SIGTERM)
+                progress.ended(unit, trained=False)
+            else:
+                progress.ended(unit)
+        return bool(stop)
+
+
 def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progress: _Progress) -> bool:
-    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads.
+    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads
+    (one worker: in this process, which has nothing else to do meanwhile).
 
     Returns whether SIGTERM stopped it: to this process (sent on to every worker, again every
     second until each unit has ended, since a worker still opening its runs records it and only
     training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
     after one; the pool is shut down with every worker ended.
     """
+    if workers == 1:
+        return _run_inline(units, device, progress)
     threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
     context = multiprocessing.get_context("spawn")
-    with _sigterm_requests_stop() as stop, \
+    with _sigterm_recorded(resend=False) as stop, \
             ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker) as pool:
         in_flight: dict[Future, list[SweepPoint]] = {}
         while in_flight or queue and not stop:
@@ -341,7 +398,8 @@ def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progres
                 for worker in multiprocessing.active_children():
                     with suppress(ProcessLookupError):  # it ended meanwhile
                         os.kill(worker.pid, signal.SIGTERM)
-    return bool(stop)
+        stopped = bool(stop)
+    return stopped
 
 
 @dataclass(frozen=True)
