@@ -18,7 +18,8 @@ import torch
 from icl_mech import RunLockedError, TrainingStopped, load_run, preset, storage, train, trainer
 from icl_mech.cli import main
 from icl_mech.ensemble import train_ensemble
-from icl_mech.sweep import ERROR, available_cores, group_units, parse_grid, plan_sweep, read_index, run_status, train_unit
+from icl_mech.sweep import ERROR, available_cores, group_units, plan_sweep, read_index, run_status, train_unit
+from processes import alive, descendants
 
 #: A run of a few seconds: 30 steps, evaluated every 5, checkpointed at 0, 1, 2, 4, 8, 10, 20, 30.
 TINY = {"K": 64, "steps": 30, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
@@ -231,32 +232,6 @@ def test_sigterm_to_the_train_command_exits_143_saying_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert rows(run_dir) == rows(tmp_path / "reference")
     assert_same_weights(weights(run_dir, 600), weights(tmp_path / "reference", 600))
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (its workers, the multiprocessing resource tracker), from /proc."""
-    parents = {}
-    for stat in os.listdir("/proc"):
-        if stat.isdigit():
-            try:
-                with open(f"/proc/{stat}/stat") as file:
-                    parents[int(stat)] = int(file.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):  # ended meanwhile
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running or sleeping: not gone and not a zombie waiting for its new parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
