@@ -498,12 +498,14 @@ def run_sweep(
         units = group_units(todo, ensemble)
         progress_tracker = _Progress(out, points, len(points) - len(todo), progress)
         stopped = False
-        with progress_tracker.bar:
-            if executor == "slurm":
-                _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
-            else:
-                stopped = _run_local(units, device, workers, progress_tracker)
-        index = write_index(out, points)
+        try:
+            with progress_tracker.bar:
+                if executor == "slurm":
+                    _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
+                else:
+                    stopped = _run_local(units, device, workers, progress_tracker)
+        finally:  # however it ended (Ctrl-C too), the index says what the run directories hold
+            index = write_index(out, points)
     if stopped:
         counts = index[index.run.isin([point.name for point in points])].status.value_counts()
         raise TrainingStopped(

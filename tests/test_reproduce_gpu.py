@@ -120,3 +120,9 @@ def test_kept_results_hold_no_checkpoints_and_make_the_same_figures_offline(pape
         assert (tmp_path / "figures" / f"{name}.png").is_file()
         again, first = (pd.read_csv(d / f"{name}.csv") for d in (tmp_path / "figures", paper / "claim3b" / "figures"))
         pd.testing.assert_frame_equal(again, first)
+
+
+def test_keeping_a_directory_that_is_no_sweep_is_one_error_line(tmp_path):
+    process = subprocess.run(["bash", str(EXAMPLES / "keep_results.sh"), str(tmp_path), str(tmp_path / "kept")], capture_output=True, text=True)
+    assert process.returncode == 2 and not (tmp_path / "kept").exists()
+    assert process.stderr == f"keep_results.sh: {tmp_path}/index.csv does not exist: is {tmp_path} a sweep directory?\n"

@@ -178,3 +178,15 @@ def test_sigterm_before_training_stops_a_one_worker_sweep_once_training_begins(t
     assert list(index.status) == ["interrupted", "interrupted", "pending", "pending"]
     saved = storage.load_tensors(tmp_path / "K64-seed0" / storage.RESUME)[1]["step"]
     assert 0 < int(saved) < 2000  # stopped in training, at the step it reached
+
+
+def test_a_sweep_ended_by_ctrl_c_leaves_no_run_marked_running(tmp_path, monkeypatch):
+    def stop_reason(history, train_cfg):
+        if history[-1]["step"] == 4:  # checkpointed at 0, 1, 2 before
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(trainer, "stop_reason", stop_reason)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tiny_base(), {"seed": [0, 1]}, tmp_path, progress=False)
+    assert list(read_index(tmp_path).status) == ["interrupted", "pending"]
