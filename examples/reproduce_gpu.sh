@@ -65,10 +65,6 @@ else
 fi
 COMMON=(--preset paper --device "$DEVICE" --ensemble 64 --quiet "${SIZE[@]}")
 
-# What ran where, for each experiment's commands.log (and results/paper/*/README.md).
-ENVIRONMENT=$(python3 -c 'import torch
-print(f"torch {torch.__version__} on", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')
-
 # Every command runs in the background and is waited for, so that SIGTERM or Ctrl-C sent to this
 # script alone reaches it too (a non-interactive bash would otherwise die at once, leaving it).
 child=""
@@ -78,22 +74,33 @@ on_stop() {
     [[ -z $child ]] || kill -TERM "$child" 2>/dev/null || true
 }
 trap on_stop TERM INT
+stop_if_asked() {
+    if [[ -n $stopped ]]; then
+        echo "reproduce_gpu.sh: stopped by SIGTERM, every run saved where it stood; run the same command again to continue" >&2
+        exit 143
+    fi
+}
+
+# What ran where, for each experiment's commands.log (and results/paper/*/README.md).
+ENVIRONMENT=$(python3 -c 'import torch
+print(f"torch {torch.__version__} on", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")' \
+    2>/dev/null || echo "torch unknown (python3 does not import it)")
+
 logged() {  # logged EXPERIMENT COMMAND...: run it to its end, however often interrupted, and log
     # its wall time and exit status to OUT/EXPERIMENT/commands.log; its exit status
     local log=$OUT/$1/commands.log began=$SECONDS status=0
     shift
+    stop_if_asked  # asked while this script itself was busy
     "$@" &
     child=$!
+    [[ -z $stopped ]] || kill -TERM "$child" 2>/dev/null || true  # asked before it had a pid
     while kill -0 "$child" 2>/dev/null; do wait "$child" || true; done
     wait "$child" || status=$?
     child=""
     mkdir -p "$(dirname "$log")"
     printf '%s\t%s s\texit %s\t%s\t%s\n' "$(date -u +%FT%TZ)" $((SECONDS - began)) "$status" "$ENVIRONMENT" \
         "$*" >>"$log"
-    if [[ -n $stopped ]]; then
-        echo "reproduce_gpu.sh: stopped by SIGTERM, every run saved where it stood; run the same command again to continue" >&2
-        exit 143
-    fi
+    stop_if_asked
     return "$status"
 }
 
