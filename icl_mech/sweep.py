@@ -21,10 +21,9 @@ import multiprocessing
 import os
 import re
 import signal
-import threading
 import traceback
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import suppress
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from icl_mech.config import RunConfig, parse_value
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError, TrainingStopped
 from icl_mech.lock import DirectoryLock
+from icl_mech.sweep_stop import sigterm_blocked, sigterm_recorded, start_worker, stop_received
 from icl_mech.trainer import train
 
 INDEX = "index.csv"
@@ -208,7 +208,7 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
     propagates, so the worker ends without a result and the run resumes when run again (a Slurm
     requeue runs the same task again). In a local sweep, a SIGTERM recorded before training began
-    (``_stop_received``) stops the unit here, before it trains.
+    (``stop_received``) stops the unit here, before it trains.
 
     One unit is one run, or, with ensembles, several runs of the same shape trained together by
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
@@ -216,7 +216,7 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     unit run in the calling process must not change how everything after it computes).
     """
     dirs = [Path(d) for d in run_dirs]
-    if _stop_received:
+    if stop_received:
         raise TrainingStopped(f"stopped by SIGTERM before training {[d.name for d in dirs]}")
     callers_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -264,67 +264,6 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-#: SIGTERMs received outside training by a process that trains a local sweep's units (a worker,
-#: or the sweep process itself with one worker); ``train_unit`` starts no unit after one.
-_stop_received: list[int] = []
-
-
-def _record_sigterm(signum: int, frame: object) -> None:
-    _stop_received.append(signum)
-
-
-def _start_worker() -> None:
-    """Initializer of a local sweep's worker process: from here on, SIGTERM outside training
-    (between units, while a unit opens its runs or sends its result) is recorded instead of ending
-    the process, which would break the pool. The sweep process resends SIGTERM until the worker's
-    unit has ended, and training stops at it (``icl_mech.trainer.train_members``). The worker
-    started with SIGTERM blocked (``_sigterm_blocked``), so one sent while it imported waits here."""
-    signal.signal(signal.SIGTERM, _record_sigterm)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
-@contextmanager
-def _sigterm_blocked() -> Iterator[None]:
-    """SIGTERM held back in this thread (delivered when the block ends); a process it starts
-    meanwhile inherits the block."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextmanager
-def _sigterm_recorded(resend: bool) -> Iterator[list[int]]:
-    """While a local sweep runs, SIGTERM is recorded in the yielded ``_stop_received`` instead of
-    ending this process. With ``resend`` (units trained in this process), a recorded SIGTERM is
-    sent again every second, so that training begun since (whose own handler replaced this one:
-    ``icl_mech.trainer``) stops at it too. Signals are caught in the main thread only: elsewhere
-    (a notebook's worker thread) SIGTERM keeps its usual meaning."""
-    _stop_received.clear()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _record_sigterm) if in_main_thread else None
-    ended = threading.Event()
-
-    def resend_while_stopping() -> None:
-        while not ended.wait(1.0):
-            if _stop_received:
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-
-    resender = threading.Thread(target=resend_while_stopping, daemon=True) if in_main_thread and resend else None
-    if resender:
-        resender.start()
-    try:
-        yield _stop_received
-    finally:
-        ended.set()
-        if resender:
-            resender.join()
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        _stop_received.clear()  # the stop was this sweep's: units trained here later are not stopped
-
-
 class _Progress:
     """Keeps ``index.csv`` and the progress bar current as units start and end."""
 
@@ -346,7 +285,7 @@ class _Progress:
 
 def _run_inline(units: list[list[SweepPoint]], device: str, progress: _Progress) -> bool:
     """One unit after another in this process, on every core; whether SIGTERM stopped it."""
-    with _sigterm_recorded(resend=True) as stop:
+    with sigterm_recorded(resend=True) as stop:
         for unit in units:
             if stop:
                 break
@@ -375,13 +314,13 @@ def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progres
     threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
     context = multiprocessing.get_context("spawn")
-    with _sigterm_recorded(resend=False) as stop, \
-            ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker) as pool:
+    with sigterm_recorded(resend=False) as stop, \
+            ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker) as pool:
         in_flight: dict[Future, list[SweepPoint]] = {}
         while in_flight or queue and not stop:
             while queue and not stop and len(in_flight) < workers:
                 unit = queue.pop()
-                with _sigterm_blocked():  # a worker started by submit gets its handler first
+                with sigterm_blocked():  # a worker started by submit gets its handler first
                     future = pool.submit(train_unit, *_unit_args(unit), device, threads)
                 in_flight[future] = unit
                 progress.started(unit)
