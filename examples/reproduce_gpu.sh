@@ -24,7 +24,8 @@
 #            paper's 1000 epochs (469,000 steps) each, 470 s for both.
 # Members that stop early keep their slot in the captured CUDA step (docs/SWEEPS.md), so an
 # ensemble takes its full budget unless every member stops. Once `python -m benchmarks --device
-# cuda` has measured the step, rescale the STEPS_* below by measured / projected time.
+# cuda` has measured the step (evaluations included), scale STEPS1, STEPS3, STEPS4 and STEPS6
+# below by projected / measured step time.
 set -euo pipefail
 
 OUT=${1:?usage: bash examples/reproduce_gpu.sh OUT [claim1|claim3b|claim4|claim6]}
