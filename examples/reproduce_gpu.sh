@@ -5,6 +5,7 @@
 #
 #   bash examples/reproduce_gpu.sh OUT [EXPERIMENT]     EXPERIMENT: claim1, claim3b, claim4 or claim6
 #   SMOKE=1 bash examples/reproduce_gpu.sh OUT          every experiment at toy size on the CPU
+#   EAGER=1 bash examples/reproduce_gpu.sh OUT          without CUDA graphs (if recording one fails)
 #
 # Sweeps go to OUT/<experiment>/, figures to OUT/<experiment>/figures/. Re-running the same command
 # skips finished runs and resumes interrupted ones. SIGTERM (`timeout -s TERM`, or to this script
@@ -65,6 +66,7 @@ else
     K6=20000; SEEDS6=0..3; STEPS6=$((1000 * EPOCH))
 fi
 COMMON=(--preset paper --device "$DEVICE" --ensemble 64 --quiet "${SIZE[@]}")
+[[ ${EAGER:-0} == 1 ]] && COMMON+=(--eager)
 
 # Every command runs in the background and is waited for, so that SIGTERM or Ctrl-C sent to this
 # script alone reaches it too (a non-interactive bash would otherwise die at once, leaving it).

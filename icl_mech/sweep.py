@@ -202,7 +202,7 @@ def read_index(out: str | Path) -> pd.DataFrame:
     return table
 
 
-def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int) -> list[str]:
+def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int, capture: bool = True) -> list[str]:
     """Train (or resume) the runs of one work unit; a failure is written into its run directory.
 
     A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
@@ -214,6 +214,7 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
     Trains on ``threads`` torch threads, and gives the caller's thread count back afterwards (a
     unit run in the calling process must not change how everything after it computes).
+    ``capture`` as ``train``'s: False runs CUDA steps eagerly (``--eager``).
     """
     dirs = [Path(d) for d in run_dirs]
     if stop_received:
@@ -225,9 +226,9 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     try:
         parsed = [RunConfig.from_dict(c) for c in configs]
         if len(parsed) == 1:
-            train(parsed[0], dirs[0], device=device, resume=True, progress=False)
+            train(parsed[0], dirs[0], device=device, resume=True, progress=False, capture=capture)
         else:
-            train_ensemble(parsed, dirs, device=device, resume=True, progress=False)
+            train_ensemble(parsed, dirs, device=device, resume=True, progress=False, capture=capture)
     except Exception:  # any failure is the run's result: recorded, the sweep goes on
         message = traceback.format_exc()
         for run_dir in dirs:
@@ -283,7 +284,7 @@ class _Progress:
         write_index(self.out, self.points, self.running)
 
 
-def _run_inline(units: list[list[SweepPoint]], device: str, progress: _Progress) -> bool:
+def _run_inline(units: list[list[SweepPoint]], device: str, capture: bool, progress: _Progress) -> bool:
     """One unit after another in this process, on every core; whether SIGTERM stopped it."""
     with sigterm_recorded(resend=True) as stop:
         for unit in units:
@@ -291,7 +292,7 @@ def _run_inline(units: list[list[SweepPoint]], device: str, progress: _Progress)
                 break
             progress.started(unit)
             try:
-                train_unit(*_unit_args(unit), device, available_cores())
+                train_unit(*_unit_args(unit), device, available_cores(), capture)
             except TrainingStopped:
                 stop.append(signal.SIGTERM)
                 progress.ended(unit, trained=False)
@@ -300,7 +301,9 @@ def _run_inline(units: list[list[SweepPoint]], device: str, progress: _Progress)
         return bool(stop)
 
 
-def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progress: _Progress) -> bool:
+def _run_local(
+    units: list[list[SweepPoint]], device: str, capture: bool, workers: int, progress: _Progress
+) -> bool:
     """At most ``workers`` units at a time in spawned processes, each with cores / workers threads
     (one worker: in this process, which has nothing else to do meanwhile).
 
@@ -310,7 +313,7 @@ def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progres
     after one; the pool is shut down with every worker ended.
     """
     if workers == 1:
-        return _run_inline(units, device, progress)
+        return _run_inline(units, device, capture, progress)
     threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
     context = multiprocessing.get_context("spawn")
@@ -321,7 +324,7 @@ def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progres
             while queue and not stop and len(in_flight) < workers:
                 unit = queue.pop()
                 with sigterm_blocked():  # a worker started by submit gets its handler first
-                    future = pool.submit(train_unit, *_unit_args(unit), device, threads)
+                    future = pool.submit(train_unit, *_unit_args(unit), device, threads, capture)
                 in_flight[future] = unit
                 progress.started(unit)
             done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -378,7 +381,7 @@ class SlurmOptions:
 
 
 def _run_slurm(
-    units: list[list[SweepPoint]], out: Path, device: str, options: SlurmOptions, progress: _Progress
+    units: list[list[SweepPoint]], out: Path, device: str, capture: bool, options: SlurmOptions, progress: _Progress
 ) -> None:
     """Submit all units as one job array and wait for it; a task that dies outside training
     (time limit, node failure) is recorded as failed and is resumed by the next sweep command."""
@@ -387,7 +390,9 @@ def _run_slurm(
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=options.cluster)
     executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
     configs, run_dirs = zip(*(_unit_args(unit) for unit in units)) if units else ((), ())
-    jobs = executor.map_array(train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units))
+    jobs = executor.map_array(
+        train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units), [capture] * len(units)
+    )
     unit_of = {job.job_id: unit for job, unit in zip(jobs, units)}
     for unit in units:
         progress.started(unit)
@@ -409,6 +414,7 @@ def run_sweep(
     executor: str = "local",
     workers: int = 1,
     device: str = "cpu",
+    capture: bool = True,
     ensemble: int = 1,
     slurm: SlurmOptions | None = None,
     progress: bool = True,
@@ -418,6 +424,7 @@ def run_sweep(
     ``executor="local"`` runs ``workers`` processes on this machine; ``"slurm"`` submits one job
     array through submitit (options in ``slurm``) and waits for it. ``ensemble > 1`` trains up to
     that many points of one shape (differing only in seed and K) together as one unit.
+    ``capture=False`` trains on CUDA without CUDA graphs, as ``train``'s ``capture``.
 
     A local sweep sent SIGTERM saves every run where it stands, writes the index and raises
     ``TrainingStopped`` (its message says so, in one line) once every worker has ended.
@@ -440,9 +447,9 @@ def run_sweep(
         try:
             with progress_tracker.bar:
                 if executor == "slurm":
-                    _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
+                    _run_slurm(units, out, device, capture, slurm or SlurmOptions(), progress_tracker)
                 else:
-                    stopped = _run_local(units, device, workers, progress_tracker)
+                    stopped = _run_local(units, device, capture, workers, progress_tracker)
         finally:  # however it ended (Ctrl-C too), the index says what the run directories hold
             index = write_index(out, points)
     if stopped:

@@ -265,6 +265,24 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
     assert "step 10" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("eager", [False, True])
+def test_icl_mech_sweep_records_graphs_unless_eager(tmp_path, monkeypatch, eager):
+    """``icl-mech sweep --eager`` is the way on when a capture fails on a sweep's GPU: its units
+    train without graphs (emulated here; one worker trains in the sweep process)."""
+    emulate_graphs(monkeypatch)
+    recorded = []
+
+    def recording_capture(function, generators, device):
+        recorded.append(function)
+        return emulated_capture(function, generators, device)
+
+    monkeypatch.setattr(graphs, "_captured", recording_capture)
+    args = ["sweep", "--grid", "seed=0,1", "--ensemble", "2", "--out", str(tmp_path / "sweep"), "--quiet",
+            *(f"--set={field}={value}" for field, value in {**TINY, "steps": 10}.items())]
+    assert cli.main(args + ["--eager"] * eager) == 0
+    assert len(recorded) == (0 if eager else 2)
+
+
 #: Every sampler mode a training step can draw in (issue 11: all of them on the device, none syncing).
 SAMPLER_MODES = {
     "bursty": {},
