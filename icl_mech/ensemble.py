@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 from transformer_lens import HookedTransformer
 
+from icl_mech.checkpointing import load_optimizer_state
 from icl_mech.config import RunConfig
 from icl_mech.devices import current, resolve_device
 from icl_mech.errors import ConfigError
@@ -34,7 +35,6 @@ from icl_mech.sampler import Batch
 from icl_mech.trainer import (
     Member,
     Stepping,
-    load_optimizer_state,
     logistic_loss_and_accuracy,
     make_optimizer,
     open_member,

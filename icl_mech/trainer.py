@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from icl_mech import storage
+from icl_mech.checkpointing import checkpoint_write, load_optimizer_state, restore
 from icl_mech.config import RunConfig, TrainConfig
 from icl_mech.devices import current, resolve_device
 from icl_mech.errors import RunError, TrainingStopped, WriteError
@@ -48,7 +49,7 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
-from icl_mech.writer import BackgroundWriter, host_copy
+from icl_mech.writer import BackgroundWriter
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
 RESUMABLE_CHANGES = ("steps", "stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
@@ -101,72 +102,6 @@ def make_optimizer(
     if train.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=train.lr, fused=True)
     return torch.optim.Adam(param_groups, lr=train.lr, fused=True, capturable=capturable)
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, capturable: bool) -> None:
-    """``optimizer.load_state_dict(state)``, keeping the optimizer's ``capturable``.
-
-    ``load_state_dict`` takes every param-group key from the saved state, so an Adam run saved
-    eagerly (``--eager``, or on the CPU) would resume uncapturable on CUDA, and its capture fail."""
-    optimizer.load_state_dict(state)
-    for group in optimizer.param_groups:
-        if "capturable" in group:
-            group["capturable"] = capturable
-
-
-def _checkpoint_write(
-    run_dir: Path, step: int, model: HookedTransformer, optimizer_state: dict, data_rng: torch.Generator
-) -> Callable[[], None]:
-    """Snapshot the model at ``step``, the optimizer state (a ``state_dict``) and the data-RNG
-    state needed to resume from it; returns the write of the snapshot, for the writer's thread:
-    the model's checkpoint, then the resume state that points at it."""
-    weights, weights_copied = host_copy(model.state_dict())
-    optimizer_tensors: dict[str, Tensor] = {}
-    plain: dict[str, dict] = {}
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                optimizer_tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                plain.setdefault(str(index), {})[key] = value
-    resume_tensors, resume_copied = host_copy(optimizer_tensors)
-    resume_tensors["data_rng"] = data_rng.get_state()
-    meta = {"step": str(step)}
-    resume_meta = {**meta, "optimizer": json.dumps({"param_groups": optimizer_state["param_groups"], "plain_state": plain})}
-
-    def write() -> None:
-        weights_copied()
-        storage.save_tensors(storage.checkpoint_path(run_dir, step), weights, meta)
-        resume_copied()
-        storage.save_tensors(run_dir / storage.RESUME, resume_tensors, resume_meta)
-
-    return write
-
-
-def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator) -> tuple[int, dict]:
-    """Load the latest resume state's checkpoint and data-RNG state into the live objects;
-    returns its step and the optimizer ``state_dict`` saved with it."""
-    tensors, meta = storage.load_tensors(run_dir / storage.RESUME)
-    step = int(meta["step"])
-    weights, _ = storage.load_tensors(storage.checkpoint_path(run_dir, step), model.cfg.device)
-    model.load_state_dict(weights)
-    saved = json.loads(meta["optimizer"])
-    state: dict[int, dict] = {}
-    for index, values in saved["plain_state"].items():
-        state.setdefault(int(index), {}).update(values)
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    try:
-        data_rng.set_state(tensors["data_rng"])
-    except RuntimeError:  # CPU and CUDA generators keep states of different sizes
-        raise RunError(
-            f"cannot resume {run_dir} on {data_rng.device}: it was trained on another kind of device "
-            f"(its data-RNG state is not a {data_rng.device.type} generator's); resume it with the "
-            "--device it was trained on"
-        ) from None
-    return step, {"state": state, "param_groups": saved["param_groups"]}
 
 
 def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
@@ -299,7 +234,7 @@ def open_member(
     pool = None if pool is None else pool.to(device)
     model = build_model(config, device)
     data_rng = stream_generator(config.train.seed, "train", device)
-    start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
+    start, optimizer_state = restore(run_dir, model, data_rng) if has_state else (0, None)
     metrics = storage.read_json_lines(run_dir / storage.METRICS)
     kept_rows = [row for row in metrics if has_state and row["step"] <= start]
     _write_run_dir(config, run_dir, kept_rows)
@@ -422,7 +357,7 @@ def train_members(
                     member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 if fresh[index] and (step in saves or member.stopped_early):
                     writer.submit(
-                        _checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
+                        checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
                     )
                 if step >= total or member.stopped_early:
                     member.done = True
@@ -496,7 +431,7 @@ def _save_and_stop(
     already ``on_disk``), wait for every write, and raise ``TrainingStopped``."""
     for member in members:
         if not member.done and not on_disk:
-            writer.submit(_checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
+            writer.submit(checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
     writer.flush()
     raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
