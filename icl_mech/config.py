@@ -179,9 +179,10 @@ class TaskConfig(_ConfigDict):
             isinstance(self.B, int) and self.B >= 1 and (self.N - 1) % self.B == 0,
             f"B must be an integer >= 1 dividing N-1={self.N - 1}, got {self.B!r}",
         )
+        classes = (self.N - 1) // self.B
         _require(
-            _can_equalize((self.N - 1) // self.B, self.L),
-            f"(N-1)/B={(self.N - 1) // self.B} classes per bursty context must be a multiple of "
+            classes >= 2 and _can_equalize(classes, self.L),
+            f"(N-1)/B={classes} classes per bursty context must be at least 2 and a multiple of "
             f"L={self.L} or below it: the ICL set gives every label to equally many of them (or "
             "each class its own label)",
         )
