@@ -95,7 +95,8 @@ class Batch:
     #: item is the token just before them.
     item_ids: Int[Tensor, "batch pos"]
     #: The label of the item at each position (the query's true label at the last one);
-    #: interleaved: the label a label token shows, and the label of an item token's item.
+    #: interleaved: the label a label token shows, and the label of an item token's item. In a
+    #: swapped-label set (``sample_batch``'s ``swap_labels``) the labels the sequence shows.
     labels: Int[Tensor, "batch pos"]
 
     def __len__(self) -> int:

@@ -277,6 +277,8 @@ SAMPLER_MODES = {
     "interleaved": {
         "format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True,
     },
+    "4 labels, Reddy's sets": {"L": 4, "reddy_eval_sets": True},
+    "interleaved, 32 labels": {"format": "interleaved", "N": 9, "B": 2, "L": 32, "n_layers": 2, "attn_only": True},
 }
 
 
