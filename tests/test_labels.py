@@ -106,6 +106,14 @@ def test_an_ensemble_of_many_label_runs_trains_each_as_alone(tmp_path):
         torch.testing.assert_close(runs[1].state_dict(10)[name], weight, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["reddy2024", "cpu-reddy"])
+def test_reddy_presets_read_32_labels_out_of_interleaved_contexts_and_log_his_sets(name):
+    config = preset(name)
+    task = config.task
+    assert (task.format, task.L, task.N, task.B, task.epsilon, task.reddy_eval_sets) == ("interleaved", 32, 9, 2, 0.1, True)
+    assert config.model.n_layers == 2 and build_model(config).cfg.d_vocab_out == 32
+
+
 def test_cpu_reddy_reads_labels_from_the_context_above_chance_within_seconds(tmp_path):
     """Reddy's first stage: within tens of steps the network predicts one of the context's labels
     (ICL accuracy towards 1/4, the 4 classes of a context), far above chance 1/32, on both ICL
