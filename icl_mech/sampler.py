@@ -337,25 +337,26 @@ def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[s
     With ``task.reddy_eval_sets``, also Reddy (2024)'s other two (made after the three above, so
     those stay the same draws):
 
-    - ``icl_swap``: training classes drawn as in ``icl`` (bursty, query in the context), every
-      label swapped consistently in the sequence (``sample_batch``'s ``swap_labels``); the target
-      is the swapped label, so weights alone answer wrong and only the context answers right.
+    - ``icl_swap``: training classes drawn as in ``icl`` (query in the context; interleaved:
+      bursty, labels balanced, by the Zipf weights if any), every label swapped consistently in
+      the sequence (``sample_batch``'s ``swap_labels``); the target is the swapped label, so
+      weights alone answer wrong and only the context answers right.
     - ``iwl_iid``: training classes drawn at random (by the Zipf weights, if any) for the context
       and the query alike, so the query's class is in the context only by chance.
     """
     generator = stream_generator(seed, "eval")
     new_items = None if task.K is None else make_pool(task.K, task, generator)
     n = task.eval_size
-    icl_task = task
+    icl_task = swap_task = task
     if task.format == "interleaved":
-        icl_task = dataclasses.replace(task, p_bursty=1.0, equalized=True, zipf_alpha=0.0)
+        swap_task = dataclasses.replace(task, p_bursty=1.0, equalized=True)
+        icl_task = dataclasses.replace(swap_task, zipf_alpha=0.0)
     sets = {
         "train": sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness]),
         "icl": sample_batch(icl_task, new_items, n, generator, replacement=True, query="in_context"),
         "iwl": sample_batch(task, pool, n, generator, replacement=False, query="absent"),
     }
     if task.reddy_eval_sets:
-        swap_task = dataclasses.replace(task, p_bursty=1.0, equalized=True)
         sets["icl_swap"] = sample_batch(
             swap_task, pool, n, generator, replacement=True, query="in_context", swap_labels=True
         )
