@@ -30,12 +30,12 @@ from icl_mech.config import RunConfig
 from icl_mech.devices import current, resolve_device
 from icl_mech.errors import ConfigError
 from icl_mech.model import query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import Batch
 from icl_mech.trainer import (
     Member,
     Stepping,
-    logistic_loss_and_accuracy,
     make_optimizer,
     open_member,
     train_members,
@@ -52,7 +52,7 @@ class _QueryLogits(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, " batch"]:
+    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch n_logits"]:
         return query_logits(self.model, tokens)
 
 
@@ -119,7 +119,7 @@ class StackedMembers:
         module = _QueryLogits(models[0])
         self._named = {f"model.{name}": stacked for name, stacked in self.params.items()}
         self._logits = vmap(lambda weights, tokens: functional_call(module, weights, (tokens,)))
-        self._losses = vmap(logistic_loss_and_accuracy)
+        self._losses = vmap(loss_and_accuracy)
 
     def loss(self, batches: Sequence[Batch]) -> Tensor:
         """The sum of the members' mean losses, so each member's gradient is that of its own."""

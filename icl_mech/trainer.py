@@ -1,4 +1,5 @@
-"""Training: logistic loss on the query logit, dense checkpoints, evaluation, resume.
+"""Training: the readout's loss on the query logits (``icl_mech.readout``), dense checkpoints,
+evaluation, resume.
 
 The loop is the only place that trains; it knows nothing of plotting or the command line.
 Order at every step t: evaluate (at eval steps) -> checkpoint (at checkpoint steps) -> update.
@@ -24,8 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -38,6 +38,7 @@ from icl_mech.errors import RunError, TrainingStopped, WriteError
 from icl_mech.graphs import captures, replayable
 from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import (
     TRAINING_MODES,
@@ -61,18 +62,10 @@ def checkpoint_steps(total: int, every: int) -> list[int]:
     return sorted(set(log_spaced) | set(range(0, total + 1, every)) | {total})
 
 
-def logistic_loss_and_accuracy(
-    logits: Float[Tensor, " batch"], targets: Int[Tensor, " batch"]
-) -> tuple[Tensor, Tensor]:
-    """Binary cross-entropy on the logit (label 1 is the positive class) and accuracy."""
-    loss = F.binary_cross_entropy_with_logits(logits, targets.float())
-    return loss, ((logits > 0).long() == targets).float().mean()
-
-
 @torch.no_grad()
 def evaluate(model: HookedTransformer, batch: Batch) -> tuple[float, float]:
     """Loss and accuracy of the query prediction on a whole evaluation set."""
-    loss, accuracy = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)
+    loss, accuracy = loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)
     return loss.item(), accuracy.item()
 
 
@@ -261,7 +254,7 @@ class _Evaluation:
     def _metrics(members: list[Member]) -> Float[Tensor, "members columns"]:
         return torch.stack([
             torch.cat([
-                torch.stack(logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
+                torch.stack(loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
                 for batch in member.eval_sets.values()
             ])
             for member in members
@@ -459,7 +452,7 @@ def _step_alone(members: list[Member], optimizer_states: list[dict | None], capt
 
     def loss_of(batches: list[Batch]) -> Tensor:
         (batch,) = batches
-        return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+        return loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
 
     return Stepping(optimizer, loss_of, lambda position: optimizer.state_dict())
 

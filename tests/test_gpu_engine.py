@@ -23,8 +23,9 @@ from icl_mech import cli, graphs, preset, storage, train, trainer
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import CaptureError, WriteError
 from icl_mech.model import build_model, query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
-from icl_mech.trainer import logistic_loss_and_accuracy, make_optimizer
+from icl_mech.trainer import make_optimizer
 from icl_mech.writer import BackgroundWriter, host_copy
 from graph_emulation import AddressesMoved, HostSync, emulate_graphs, emulated_capture
 
@@ -97,7 +98,7 @@ def _training_state(optimizer_name: str):
 
     def update(keep_gradients: bool) -> None:
         batch = sample_batch(config.task, pool, 16, generator, **TRAINING_MODES["bursty"])
-        loss = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)[0]
+        loss = loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)[0]
         optimizer.zero_grad(set_to_none=not keep_gradients)
         loss.backward()
         optimizer.step()
@@ -294,6 +295,8 @@ SAMPLER_MODES = {
     "interleaved": {
         "format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True,
     },
+    "4 labels, Reddy's sets": {"L": 4, "reddy_eval_sets": True},
+    "interleaved, 32 labels": {"format": "interleaved", "N": 9, "B": 2, "L": 32, "n_layers": 2, "attn_only": True},
 }
 
 

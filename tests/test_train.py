@@ -10,7 +10,8 @@ import torch
 
 from icl_mech import CheckpointError, RunError, cli, load_run, train
 from icl_mech.model import full_query_logits
-from icl_mech.trainer import checkpoint_steps, evaluate, logistic_loss_and_accuracy
+from icl_mech.readout import loss_and_accuracy
+from icl_mech.trainer import checkpoint_steps, evaluate
 
 from conftest import cpu_config
 
@@ -67,7 +68,7 @@ def test_loaded_checkpoints_reproduce_the_logits_the_trainer_saw(icl_run):
             assert acc == metrics.loc[step, f"{name}_acc"]
             with torch.no_grad():
                 full = full_query_logits(model, eval_sets[name].tokens)
-            full_loss, _ = logistic_loss_and_accuracy(full, eval_sets[name].targets)
+            full_loss, _ = loss_and_accuracy(full, eval_sets[name].targets)
             assert full_loss.item() == pytest.approx(loss, rel=1e-5)
 
 
