@@ -21,9 +21,10 @@ from icl_mech.config import RunConfig
 from icl_mech.ensemble import StackedMembers, train_ensemble
 from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.presets import preset
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import load_run
 from icl_mech.sampler import TRAINING_MODES, Batch, sample_batch, stream_generator, training_pool
-from icl_mech.trainer import evaluate, logistic_loss_and_accuracy, make_optimizer, train
+from icl_mech.trainer import evaluate, make_optimizer, train
 from probes.head_scores import match_score
 from probes.llc import SGLDSettings, devinterp_sampler_llc, estimate_llc, llc_run, query_loss, run_draw
 from probes.over_time import ablate_run, over_checkpoints
@@ -96,7 +97,7 @@ class LibraryStep:
         )
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        return logistic_loss_and_accuracy(self.logits_fn(self.model, batch.tokens), batch.targets)[0]
+        return loss_and_accuracy(self.logits_fn(self.model, batch.tokens), batch.targets)[0]
 
     def backward(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

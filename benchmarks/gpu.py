@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.authors_baseline import AuthorsLoop
+from icl_mech import graphs
 from icl_mech.config import RunConfig
 from icl_mech.ensemble import train_ensemble
 from icl_mech.presets import preset
@@ -122,17 +123,32 @@ def authors_seconds(sizes: Sizes, device: str) -> tuple[str, int, float]:
     return loading, sizes.authors_epochs * len(loop.loader), synchronized_seconds(epochs, device)
 
 
+class NotCaptured(RuntimeError):
+    """A timed run on CUDA recorded fewer graphs than the captured path does: its time is not the
+    captured path's, and the table must not report it as such."""
+
+
 def training_seconds(configs: list[RunConfig], steps: int, device: str) -> float:
     """Wall time of training ``configs`` for ``steps`` steps into fresh run directories: one
-    config with ``train`` (a single run), several with ``train_ensemble``."""
+    config with ``train`` (a single run), several with ``train_ensemble``. Where the trainer
+    captures (CUDA), the run must have recorded its two graphs (update and evaluation), else
+    ``NotCaptured``."""
     configs = [config.override(steps=steps) for config in configs]
+    recorded_before = graphs.recorded
     with tempfile.TemporaryDirectory() as folder:
         run_dirs = [Path(folder) / f"run{index}" for index in range(len(configs))]
         if len(configs) == 1:
-            return synchronized_seconds(lambda: train(configs[0], run_dirs[0], device=device, progress=False), device)
-        return synchronized_seconds(
-            lambda: train_ensemble(configs, run_dirs, device=device, progress=False), device
+            seconds = synchronized_seconds(lambda: train(configs[0], run_dirs[0], device=device, progress=False), device)
+        else:
+            seconds = synchronized_seconds(
+                lambda: train_ensemble(configs, run_dirs, device=device, progress=False), device
+            )
+    if graphs.captures(torch.device(device), True) and (count := graphs.recorded - recorded_before) != 2:
+        raise NotCaptured(
+            f"a timed run on {device} recorded {count} CUDA graphs, not 2 (update and evaluation): "
+            "its time is not the captured path's"
         )
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,12 @@ def _expected_kind(hint: Any) -> tuple[Callable[[Any], bool], str] | None:
     return None
 
 
+def _can_equalize(n_items: int, n_labels: int) -> bool:
+    """Whether ``n_items`` context items can show every label equally often: a multiple of L,
+    or fewer than L (then each its own label, as in Reddy's no-repeats contexts)."""
+    return n_items % n_labels == 0 or n_items < n_labels
+
+
 @dataclass(frozen=True)
 class TaskConfig(_ConfigDict):
     """The synthetic in-context classification task (PAPER.md, "paired" format)."""
@@ -97,7 +103,9 @@ class TaskConfig(_ConfigDict):
     N: int = 20
     #: Item dimension; items are drawn from N(0, I_D / D).
     D: int = 63
-    #: Number of labels; the K items carry them in equal numbers.
+    #: Number of labels; the K items (classes) carry them in equal numbers. L = 2 is read out by
+    #: one logit under the logistic loss, L > 2 by L logits under softmax cross-entropy
+    #: (icl_mech.readout).
     L: int = 2
     #: Within-item noise: each occurrence is (x + epsilon * N(0, I/D)) / sqrt(1 + epsilon^2).
     epsilon: float = 0.0
@@ -116,8 +124,13 @@ class TaskConfig(_ConfigDict):
     p_bursty: float = 1.0
     #: Interleaved only: Zipf exponent of class frequencies, p(class k) ~ (k+1)^-zipf_alpha.
     zipf_alpha: float = 0.0
+    #: Also evaluate on Reddy (2024)'s other two sets: "icl_swap" (training classes, their labels
+    #: swapped in the context) and "iwl_iid" (classes drawn at random, query's class not forced
+    #: into the context). Needs a finite K.
+    reddy_eval_sets: bool = False
 
     def __post_init__(self) -> None:
+        _require(_is_integer(self.L) and self.L >= 2, f"L must be an integer >= 2, got {self.L!r}")
         if self.K is not None:
             _require(
                 isinstance(self.K, int) and self.K >= 2,
@@ -134,7 +147,6 @@ class TaskConfig(_ConfigDict):
             )
         _require(self.N >= 2, f"N must be >= 2 (context plus query), got {self.N!r}")
         _require(self.D >= 1, f"D must be >= 1, got {self.D!r}")
-        _require(self.L >= 2, f"L must be >= 2, got {self.L!r}")
         _require(self.epsilon >= 0, f"epsilon must be >= 0, got {self.epsilon!r}")
         _require(
             self.burstiness in BURSTINESS_MODES,
@@ -142,9 +154,14 @@ class TaskConfig(_ConfigDict):
         )
         if self.equalized:
             _require(
-                (self.N - 1) % self.L == 0,
-                f"equalized contexts need N-1={self.N - 1} to be a multiple of L={self.L}",
+                _can_equalize(self.N - 1, self.L),
+                f"equalized contexts need N-1={self.N - 1} to be a multiple of L={self.L} or below it "
+                "(then every context item has its own label)",
             )
+        _require(
+            not self.reddy_eval_sets or self.K is not None,
+            "reddy_eval_sets needs a finite K: its sets are made of the training classes",
+        )
         _require(self.eval_size >= 1, f"eval_size must be >= 1, got {self.eval_size!r}")
         _require(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
         if self.format == "interleaved":
@@ -159,18 +176,15 @@ class TaskConfig(_ConfigDict):
     def _check_interleaved(self) -> None:
         _require(self.K is not None, "format='interleaved' needs a finite K (a set of training classes)")
         _require(
-            self.L == 2,
-            "format='interleaved' reads out one logit under the logistic loss, "
-            f"so L must be 2, got {self.L!r}",
-        )
-        _require(
             isinstance(self.B, int) and self.B >= 1 and (self.N - 1) % self.B == 0,
             f"B must be an integer >= 1 dividing N-1={self.N - 1}, got {self.B!r}",
         )
+        classes = (self.N - 1) // self.B
         _require(
-            (self.N - 1) // self.B % self.L == 0,
-            f"(N-1)/B={(self.N - 1) // self.B} classes per bursty context must be a multiple of "
-            f"L={self.L}: the ICL set gives every label to equally many of them",
+            classes >= 2 and _can_equalize(classes, self.L),
+            f"(N-1)/B={classes} classes per bursty context must be at least 2 and a multiple of "
+            f"L={self.L} or below it: the ICL set gives every label to equally many of them (or "
+            "each class its own label)",
         )
         _require(0 <= self.p_bursty <= 1, f"p_bursty must be in [0, 1], got {self.p_bursty!r}")
         _require(self.zipf_alpha >= 0, f"zipf_alpha must be >= 0, got {self.zipf_alpha!r}")

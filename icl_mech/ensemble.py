@@ -25,16 +25,17 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 from transformer_lens import HookedTransformer
 
+from icl_mech.checkpointing import load_optimizer_state
 from icl_mech.config import RunConfig
-from icl_mech.devices import resolve_device
+from icl_mech.devices import current, resolve_device
 from icl_mech.errors import ConfigError
 from icl_mech.model import query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import Batch
 from icl_mech.trainer import (
     Member,
     Stepping,
-    logistic_loss_and_accuracy,
     make_optimizer,
     open_member,
     train_members,
@@ -51,7 +52,7 @@ class _QueryLogits(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, " batch"]:
+    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch n_logits"]:
         return query_logits(self.model, tokens)
 
 
@@ -118,7 +119,7 @@ class StackedMembers:
         module = _QueryLogits(models[0])
         self._named = {f"model.{name}": stacked for name, stacked in self.params.items()}
         self._logits = vmap(lambda weights, tokens: functional_call(module, weights, (tokens,)))
-        self._losses = vmap(logistic_loss_and_accuracy)
+        self._losses = vmap(loss_and_accuracy)
 
     def loss(self, batches: Sequence[Batch]) -> Tensor:
         """The sum of the members' mean losses, so each member's gradient is that of its own."""
@@ -134,7 +135,7 @@ def _step_stacked(members: list[Member], optimizer_states: list[dict | None], ca
     stacked = StackedMembers([member.model for member in members])
     optimizer = make_optimizer(stacked.params.items(), members[0].config.train, capturable)
     if all(state is not None and state["state"] for state in optimizer_states):  # else no step taken yet
-        optimizer.load_state_dict(_stack_optimizer_states(optimizer_states))
+        load_optimizer_state(optimizer, _stack_optimizer_states(optimizer_states), capturable)
     return Stepping(optimizer, stacked.loss, partial(_member_optimizer_state, optimizer))
 
 
@@ -158,7 +159,7 @@ def train_ensemble(
     if len(run_dirs) != len(configs) or len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
         raise ConfigError(f"an ensemble needs one distinct run directory per config, got {list(run_dirs)}")
     torch_device = resolve_device(device)
-    with ExitStack() as locks:  # every member's run directory stays locked until all are trained
+    with current(torch_device), ExitStack() as locks:  # every member's run directory stays locked until all are trained
         opened = [open_member(c, Path(d), torch_device, resume, locks) for c, d in zip(configs, run_dirs)]
         waiting = [pair for pair in opened if pair is not None]
         for start in sorted({member.start for member, _ in waiting}):

@@ -30,6 +30,11 @@ class WriteError(IclMechError):
     names the file and the cause. Whatever was complete before is kept."""
 
 
+class CaptureError(IclMechError):
+    """Recording the training step or the evaluation as a CUDA graph failed; the message says to
+    rerun eagerly (``--eager``). Not the input's fault as such, but the user's way out is a flag."""
+
+
 class TrainingStopped(BaseException):
     """Training was asked to stop (SIGTERM) and saved a checkpoint at the step it reached.
 

@@ -3,7 +3,8 @@
 On a GPU this model is tiny, so a step's time is the launch latency of a few hundred small kernels
 and the Python that issues them, not arithmetic. A CUDA graph replays the whole step (sampling on
 the device, forward, loss, backward, optimizer update) as one launch. Off CUDA, and wherever
-capture fails, the same function runs eagerly, so the CPU path is exactly the code that is captured.
+capture fails, ``CaptureError`` says to rerun eagerly (``--eager``): the CPU path is exactly the
+code that is captured.
 
 Capture needs the function to run a few times first (to allocate gradients, optimizer state and
 library workspaces), which would train the model. ``replayable`` therefore saves the parameters,
@@ -13,6 +14,10 @@ would take. Random draws replay correctly because every generator the function u
 with the graph (CUDA's graph-safe RNG: each replay advances the generator's offset by what the
 captured kernels consume, so a replay draws what the same eager calls would, and ``get_state``
 after replays is what a checkpoint saves).
+
+Streams and the capture are made on ``device`` itself, which the trainer also makes the current
+CUDA device (``icl_mech.devices.current``): work on another device than the current one would not
+be captured, and the graph would replay nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +28,18 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from icl_mech.errors import CaptureError
+
 #: Eager runs before capture: the first allocates gradients and optimizer state, the next ones run
 #: with everything allocated (what the graph records).
 WARMUP_RUNS = 3
+
+#: Graphs this process has recorded: ``python -m benchmarks --device cuda`` checks that each
+#: timed run recorded its own, so eager timings are never reported as the captured path's.
+recorded = 0
+
+#: The start of the warning a capturable optimizer gives when it steps outside a capture.
+CAPTURABLE_UNCAPTURED = "This instance was constructed with capturable=True"
 
 
 def captures(device: torch.device, capture: bool) -> bool:
@@ -48,20 +62,27 @@ def replayable(
     ``function`` must not synchronize with the host (no ``.item()``, no data-dependent Python
     branches); what it computes is read from the tensors it last produced, which every replay
     overwrites. ``parameters``, ``optimizer`` and ``generators`` are the state it changes,
-    restored after the warm-up runs. If capture fails (an operation that cannot be captured),
-    this warns and returns ``function``, with that state restored the same way.
+    restored after the warm-up runs, and restored the same way when capture fails (an operation
+    that cannot be captured), which raises ``CaptureError``. It does not fall back to running
+    ``function`` eagerly in this process: a failed capture can leave a registered generator marked
+    as capturing (PyTorch issue 171263), so the next eager draw would raise anyway.
     """
     if not captures(device, capture):
         return function
     saved_parameters = [parameter.detach().clone() for parameter in parameters]
     saved_optimizer = _optimizer_tensors(optimizer, clone=True)
     saved_generators = [generator.get_state() for generator in generators]
+    global recorded
     try:
-        return _captured(function, generators)
+        replay = _captured(function, generators, device)
+        recorded += 1
+        return replay
     except RuntimeError as error:
-        warnings.warn(f"running eagerly: capturing a CUDA graph failed ({error})", stacklevel=2)
         torch.cuda.synchronize(device)
-        return function
+        raise CaptureError(
+            f"capturing a CUDA graph failed ({str(error).splitlines()[0]}); rerun with --eager "
+            "(capture=False from Python), adding --resume to continue from what was saved"
+        ) from None
     finally:
         with torch.no_grad():
             for parameter, saved in zip(parameters, saved_parameters):
@@ -75,18 +96,22 @@ def replayable(
             generator.set_state(state)
 
 
-def _captured(function: Callable[[], None], generators: Sequence[torch.Generator]) -> Callable[[], None]:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+def _captured(
+    function: Callable[[], None], generators: Sequence[torch.Generator], device: torch.device
+) -> Callable[[], None]:
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side), warnings.catch_warnings():
+        # capturable Adam warns when it steps outside a capture, as the warm-up runs must
+        warnings.filterwarnings("ignore", message=CAPTURABLE_UNCAPTURED, category=UserWarning)
         for _ in range(WARMUP_RUNS):
             function()
-    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     for generator in generators:
         graph.register_generator_state(generator)
     # thread_local: the checkpoint writer's thread may wait on CUDA events meanwhile
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with torch.cuda.graph(graph, stream=torch.cuda.Stream(device), capture_error_mode="thread_local"):
         function()
     return graph.replay
 

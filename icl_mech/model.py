@@ -1,4 +1,4 @@
-"""The transformer as a TransformerLens ``HookedTransformer``, and its query logit.
+"""The transformer as a TransformerLens ``HookedTransformer``, and its query logits.
 
 Tokens are continuous vectors (item + one-hot label), not vocabulary ids. ``IclTransformer`` is a
 ``HookedTransformer`` whose input embedding takes them, so ``model(tokens)``,
@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from icl_mech import interleaved
+from icl_mech import interleaved, readout
 from icl_mech.config import RunConfig
 from icl_mech.sampler import stream_seed
 
@@ -59,7 +59,7 @@ class IclTransformer(HookedTransformer):
         """``HookedTransformer.forward``'s first step: (residual, token ids, shortformer
         positions, attention mask). Sequences have no padding (``prepend_bos`` and
         ``padding_side`` are text options, ignored), no KV cache and no token ids, so no
-        ``return_type="loss"``: the loss is the query's logistic loss (``icl_mech.trainer``)."""
+        ``return_type="loss"``: the loss is the query's (``icl_mech.readout``)."""
         if not torch.is_floating_point(input) or input.ndim != 3:
             raise TypeError(
                 f"an IclTransformer takes continuous tokens [batch pos d_model], got a "
@@ -86,7 +86,7 @@ def hooked_config(config: RunConfig, device: str | torch.device = "cpu") -> Hook
         # Paired tokens are the residual stream and never use W_E; interleaved label tokens are
         # embedded through it (icl_mech.interleaved).
         d_vocab=config.task.L if config.task.format == "interleaved" else 1,
-        d_vocab_out=1,  # one logit: the query's label under the logistic loss
+        d_vocab_out=readout.n_logits(config.task.L),
         act_fn="relu",
         normalization_type="LN",
         use_attn_scale=True,
@@ -100,9 +100,11 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> IclTra
     """A freshly initialised model for ``config`` (init seeded by the run's seed), attention
     biases zeroed and frozen. Global RNG state is left as it was."""
     # Seeding through HookedTransformerConfig.seed would reseed Python's and numpy's global
-    # RNGs too; a forked torch RNG seeds the initialisation and touches nothing else.
+    # RNGs too, and torch.manual_seed every CUDA device's default generator. HookedTransformer
+    # initialises its weights on the CPU before moving them to ``device``, so the forked CPU
+    # generator alone seeds the initialisation and nothing else is touched.
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        torch.manual_seed(stream_seed(config.train.seed, "init"))
+        torch.default_generator.manual_seed(stream_seed(config.train.seed, "init"))
         # HookedTransformer 3.9 warns on every construction that 4.0 removes it; we pin <4.
         warnings.filterwarnings(
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
@@ -118,15 +120,16 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> IclTra
 
 def full_query_logits(
     model: IclTransformer, tokens: Float[Tensor, "batch pos d_model"]
-) -> Float[Tensor, " batch"]:
-    """The query's logit through the model's own full forward (every position)."""
-    return model(tokens)[:, -1, 0]
+) -> Float[Tensor, "batch n_logits"]:
+    """The query's logits through the model's own full forward (every position)."""
+    return model(tokens)[:, -1]
 
 
 def query_logits(
     model: IclTransformer, tokens: Float[Tensor, "batch pos d_model"]
-) -> Float[Tensor, " batch"]:
-    """The query's logit, computing only what reaches it: the last block's query row.
+) -> Float[Tensor, "batch n_logits"]:
+    """The query's logits (``icl_mech.readout``: one for L = 2, else L), computing only what
+    reaches them: the last block's query row.
 
     Same parameters and same math as ``full_query_logits`` (tests pin logits and gradients to
     1e-5), rearranged so that a training step costs a few small matrix products:
@@ -181,4 +184,4 @@ def query_logits(
         hidden = F.relu(F.layer_norm(mlp_in, mlp_in.shape[-1:], ln2.w, ln2.b, eps) @ mlp.W_in + mlp.b_in)
         resid_q = resid_q + block.hook_mlp_out((hidden @ mlp.W_out + mlp.b_out)[:, None])[:, 0]
     final = F.layer_norm(resid_q, resid_q.shape[-1:], model.ln_final.w, model.ln_final.b, eps)
-    return (final @ model.unembed.W_U + model.unembed.b_U)[:, 0]
+    return final @ model.unembed.W_U + model.unembed.b_U

@@ -65,10 +65,49 @@ CPU_INTERLEAVED: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Reddy (2024, arXiv 2312.03002)'s own setting, as close as this model comes (docs/REDDY.md
+#: gives each field's source and the differences): 8 (item, label) pairs, items from K = 512
+#: classes with within-class noise 0.1, L = 32 labels read out by a softmax, bursty contexts
+#: (B = 2: 4 classes twice each), two attention layers and an MLP readout; SGD, batch 128.
+REDDY2024: dict[str, dict[str, Any]] = {
+    "task": {
+        "format": "interleaved",
+        "K": 512,
+        "N": 9,
+        "D": 63,
+        "L": 32,
+        "B": 2,
+        "p_bursty": 1.0,
+        "epsilon": 0.1,
+        "zipf_alpha": 0.0,
+        "eval_size": 2000,
+        "reddy_eval_sets": True,
+    },
+    "model": {"n_layers": 2, "n_heads": 1, "attn_only": False, "d_mlp": 128, "attn_scale": 8.0},
+    "train": {
+        "steps": 100_000,
+        "batch_size": 128,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "eval_every": 500,
+        "checkpoint_every": 2500,
+    },
+}
+
+#: Reddy's task at CPU scale: the cpu-interleaved model and schedule with his L = 32 labels under
+#: the softmax and his evaluation sets (docs/REDDY.md: what it shows).
+CPU_REDDY: dict[str, dict[str, Any]] = {
+    "task": {**CPU_INTERLEAVED["task"], "L": 32, "reddy_eval_sets": True},
+    "model": CPU_INTERLEAVED["model"],
+    "train": CPU_INTERLEAVED["train"],
+}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": PAPER,
     "cpu": CPU,
     "cpu-interleaved": CPU_INTERLEAVED,
+    "reddy2024": REDDY2024,
+    "cpu-reddy": CPU_REDDY,
 }
 
 

@@ -19,9 +19,7 @@ from icl_mech import storage
 from icl_mech.config import RunConfig
 from icl_mech.errors import CheckpointError, RunError
 from icl_mech.model import build_model
-from icl_mech.sampler import Batch, ItemPool, make_eval_sets, training_pool
-
-METRIC_COLUMNS = ["step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl_loss", "iwl_acc"]
+from icl_mech.sampler import Batch, ItemPool, eval_set_names, make_eval_sets, training_pool
 
 
 class Run:
@@ -48,9 +46,11 @@ class Run:
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """One row per evaluated step: step, train/icl/iwl loss and accuracy."""
+        """One row per evaluated step: step, and loss and accuracy on every evaluation set
+        (``{set}_loss``, ``{set}_acc``: train, icl, iwl, and Reddy's icl_swap, iwl_iid if made)."""
         rows = storage.read_json_lines(self.path / storage.METRICS)
-        return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+        sets = eval_set_names(self.config.task)
+        return pd.DataFrame(rows, columns=["step", *(f"{name}_{what}" for name in sets for what in ("loss", "acc"))])
 
     @property
     def status(self) -> dict[str, Any] | None:
@@ -105,7 +105,7 @@ class Run:
         return training_pool(self.config.task, self.config.train.seed)
 
     def eval_sets(self, device: str | torch.device = "cpu") -> dict[str, Batch]:
-        """The fixed train / icl / iwl evaluation sets the trainer used (regenerated from the seed)."""
+        """The fixed evaluation sets the trainer used (regenerated from the seed)."""
         sets = make_eval_sets(self.config.task, self.pool, self.config.train.seed)
         return {name: batch.to(device) for name, batch in sets.items()}
 

@@ -95,7 +95,8 @@ class Batch:
     #: item is the token just before them.
     item_ids: Int[Tensor, "batch pos"]
     #: The label of the item at each position (the query's true label at the last one);
-    #: interleaved: the label a label token shows, and the label of an item token's item.
+    #: interleaved: the label a label token shows, and the label of an item token's item. In a
+    #: swapped-label set (``sample_batch``'s ``swap_labels``) the labels the sequence shows.
     labels: Int[Tensor, "batch pos"]
 
     def __len__(self) -> int:
@@ -151,10 +152,16 @@ def _context_ids(
     generator: torch.Generator,
     weights: Float[Tensor, " K"] | None = None,
 ) -> Int[Tensor, "n_seq n_ctx"]:
-    """``n_ctx`` pool indices per sequence; with ``task.equalized``, equal numbers of each label."""
+    """``n_ctx`` pool indices per sequence; with ``task.equalized``, equal numbers of each label
+    (or, with fewer items than labels, a different label for each)."""
     if not task.equalized:
         return _draw(n_seq, len(pool), n_ctx, replacement, generator, weights)
     by_label = torch.argsort(pool.labels, stable=True).reshape(task.L, -1)
+    if n_ctx < task.L:  # each item its own label (Reddy's no-repeats contexts), its class by weights
+        labels = _draw_distinct(n_seq, task.L, n_ctx, generator)
+        within = None if weights is None else weights[by_label[labels]].flatten(0, 1)
+        columns = _draw(n_seq * n_ctx, by_label.shape[1], 1, True, generator, within).reshape(n_seq, n_ctx)
+        return by_label[labels, columns]
     per_label = n_ctx // task.L
     label_weights = None if weights is None else weights[by_label].repeat(n_seq, 1)
     draws = _draw(n_seq * task.L, by_label.shape[1], per_label, replacement, generator, label_weights)
@@ -272,18 +279,25 @@ def sample_batch(
     *,
     replacement: bool,
     query: QueryMode,
+    swap_labels: bool = False,
 ) -> Batch:
     """``n_seq`` sequences whose context items come from ``pool`` (None: fresh items per sequence).
 
     ``replacement`` draws context items with replacement (repeats allowed); ``query`` says where
-    the query item comes from (see ``QueryMode``).
+    the query item comes from (see ``QueryMode``). ``swap_labels`` relabels each sequence's items
+    consistently, label l -> (l + r) mod L with r drawn from 1..L-1 per sequence, so the context
+    contradicts what the weights learnt and the target is the label the context shows (Reddy
+    2024's second ICL test).
     """
     if pool is None:
         vectors, labels, item_ids = _fresh_sequences(task, n_seq, query, generator)
     else:
         item_ids = _pool_ids(task, pool, n_seq, replacement, query, generator)
         labels = pool.labels.take(item_ids)
-        if task.format == "paired" and task.epsilon == 0:
+        if swap_labels:
+            shift = torch.randint(1, task.L, (n_seq, 1), generator=generator, device=generator.device)
+            labels = (labels + shift) % task.L
+        elif task.format == "paired" and task.epsilon == 0:
             tokens = F.embedding(item_ids, pool.context_tokens)
             tokens[:, -1, task.D :] = 0.0  # the query's label is what is asked
             return Batch(tokens, labels[:, -1], item_ids, labels)
@@ -304,24 +318,48 @@ def training_pool(task: TaskConfig, seed: int) -> ItemPool | None:
     return None if task.K is None else make_pool(task.K, task, stream_generator(seed, "items"))
 
 
+def eval_set_names(task: TaskConfig) -> tuple[str, ...]:
+    """The names of a run's evaluation sets, in the order they are made and logged."""
+    return ("train", "icl", "iwl") + (("icl_swap", "iwl_iid") if task.reddy_eval_sets else ())
+
+
 def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[str, Batch]:
     """The run's fixed evaluation sets, the same for every checkpoint of a seed.
 
     - ``train``: the training distribution (held-out draws of it).
-    - ``icl``: brand-new items with random balanced labels, query in the context: only reading
-      the context solves it. Interleaved: every sequence bursty, uniform over the new classes,
-      each label on equally many of its classes (so counting labels in context does not help).
+    - ``icl``: brand-new items (classes) with random balanced labels, query in the context: only
+      reading the context solves it. Interleaved: every sequence bursty, uniform over the new
+      classes, each label on equally many of its classes, or each class its own label when a
+      context has fewer classes than L (so counting labels in context does not help).
     - ``iwl``: training items, context without repeats and the query absent from it: only
       memorization solves it.
+
+    With ``task.reddy_eval_sets``, also Reddy (2024)'s other two (made after the three above, so
+    those stay the same draws):
+
+    - ``icl_swap``: training classes drawn as in ``icl`` (query in the context; interleaved:
+      bursty, labels balanced, by the Zipf weights if any), every label swapped consistently in
+      the sequence (``sample_batch``'s ``swap_labels``); the target is the swapped label, so
+      weights alone answer wrong and only the context answers right.
+    - ``iwl_iid``: training classes drawn at random (by the Zipf weights, if any) for the context
+      and the query alike, so the query's class is in the context only by chance.
     """
     generator = stream_generator(seed, "eval")
     new_items = None if task.K is None else make_pool(task.K, task, generator)
     n = task.eval_size
-    icl_task = task
+    icl_task = swap_task = task
     if task.format == "interleaved":
-        icl_task = dataclasses.replace(task, p_bursty=1.0, equalized=True, zipf_alpha=0.0)
-    return {
+        swap_task = dataclasses.replace(task, p_bursty=1.0, equalized=True)
+        icl_task = dataclasses.replace(swap_task, zipf_alpha=0.0)
+    sets = {
         "train": sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness]),
         "icl": sample_batch(icl_task, new_items, n, generator, replacement=True, query="in_context"),
         "iwl": sample_batch(task, pool, n, generator, replacement=False, query="absent"),
     }
+    if task.reddy_eval_sets:
+        sets["icl_swap"] = sample_batch(
+            swap_task, pool, n, generator, replacement=True, query="in_context", swap_labels=True
+        )
+        iid_task = dataclasses.replace(task, equalized=False)
+        sets["iwl_iid"] = sample_batch(iid_task, pool, n, generator, replacement=True, query="independent")
+    return sets

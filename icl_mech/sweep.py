@@ -2,10 +2,15 @@
 processes or as a Slurm job array.
 
 A sweep directory holds one run directory per grid point (named from its grid values, e.g.
-``K64-seed0``) and ``index.csv``: the grid, each run's status (pending / running / finished /
-failed) and its final metrics. Running the same sweep again skips finished runs and resumes
-interrupted ones from their last checkpoint (``train(..., resume=True)``), so nothing is lost or
-recomputed. The status of a run is read from its directory, so the index can be rebuilt any time.
+``K64-seed0``) and ``index.csv``: the grid, each run's status (``STATUSES``) and its final
+metrics. Running the same sweep again skips finished runs and resumes interrupted ones from their
+last checkpoint (``train(..., resume=True)``), so nothing is lost or recomputed. The status of a
+run is read from its directory, so the index can be rebuilt any time.
+
+SIGTERM to a local sweep (``timeout``, ``kill``, a batch system ending the job) stops it cleanly:
+every worker saves its runs where they stand, the index is written, no process is left behind,
+and ``run_sweep`` raises ``TrainingStopped``; the same sweep run again continues to the result of
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import traceback
 from collections.abc import Iterable
+from contextlib import suppress
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +36,17 @@ from tqdm.auto import tqdm
 from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.ensemble import train_ensemble
-from icl_mech.errors import ConfigError
+from icl_mech.errors import ConfigError, TrainingStopped
 from icl_mech.lock import DirectoryLock
+from icl_mech.sweep_stop import sigterm_blocked, sigterm_recorded, start_worker, stop_received
 from icl_mech.trainer import train
 
 INDEX = "index.csv"
 #: Written into a run directory when its training raised; removed when the run is retried.
 ERROR = "sweep_error.txt"
-STATUSES = ("pending", "running", "finished", "failed")
+#: A run's status in the index: not started; started and saved, not finished (stopped by SIGTERM,
+#: killed, crashed: it resumes from its last checkpoint); being trained; done; raised an error.
+STATUSES = ("pending", "interrupted", "running", "finished", "failed")
 #: Final metrics copied into the index.
 FINAL_METRICS = ("icl_acc", "iwl_acc", "train_acc")
 
@@ -135,8 +145,8 @@ def plan_sweep(base: RunConfig, grid: Grid, out: str | Path) -> list[SweepPoint]
 
 
 def run_status(point: SweepPoint) -> str:
-    """pending (not started, or interrupted, or shorter than its config asks), finished, or
-    failed, read from the run directory."""
+    """pending (not started), interrupted (saved a resume state and not finished, or finished
+    shorter than its config now asks), finished, or failed, read from the run directory."""
     status_path = point.run_dir / storage.STATUS
     if status_path.exists():
         ended = storage.read_json(status_path)
@@ -144,6 +154,8 @@ def run_status(point: SweepPoint) -> str:
             return "finished"
     if (point.run_dir / ERROR).exists():
         return "failed"
+    if (point.run_dir / storage.RESUME).exists():
+        return "interrupted"
     return "pending"
 
 
@@ -190,29 +202,33 @@ def read_index(out: str | Path) -> pd.DataFrame:
     return table
 
 
-def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int) -> list[str]:
+def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int, capture: bool = True) -> list[str]:
     """Train (or resume) the runs of one work unit; a failure is written into its run directory.
 
     A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
     propagates, so the worker ends without a result and the run resumes when run again (a Slurm
-    requeue runs the same task again).
+    requeue runs the same task again). In a local sweep, a SIGTERM recorded before training began
+    (``stop_received``) stops the unit here, before it trains.
 
     One unit is one run, or, with ensembles, several runs of the same shape trained together by
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
     Trains on ``threads`` torch threads, and gives the caller's thread count back afterwards (a
     unit run in the calling process must not change how everything after it computes).
+    ``capture`` as ``train``'s: False runs CUDA steps eagerly (``--eager``).
     """
+    dirs = [Path(d) for d in run_dirs]
+    if stop_received:
+        raise TrainingStopped(f"stopped by SIGTERM before training {[d.name for d in dirs]}")
     callers_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    dirs = [Path(d) for d in run_dirs]
     for run_dir in dirs:
         (run_dir / ERROR).unlink(missing_ok=True)
     try:
         parsed = [RunConfig.from_dict(c) for c in configs]
         if len(parsed) == 1:
-            train(parsed[0], dirs[0], device=device, resume=True, progress=False)
+            train(parsed[0], dirs[0], device=device, resume=True, progress=False, capture=capture)
         else:
-            train_ensemble(parsed, dirs, device=device, resume=True, progress=False)
+            train_ensemble(parsed, dirs, device=device, resume=True, progress=False, capture=capture)
     except Exception:  # any failure is the run's result: recorded, the sweep goes on
         message = traceback.format_exc()
         for run_dir in dirs:
@@ -261,27 +277,71 @@ class _Progress:
         self.running.update(point.name for point in unit)
         write_index(self.out, self.points, self.running)
 
-    def ended(self, unit: list[SweepPoint]) -> None:
+    def ended(self, unit: list[SweepPoint], trained: bool = True) -> None:
         self.running.difference_update(point.name for point in unit)
-        self.bar.update(len(unit))
+        if trained:
+            self.bar.update(len(unit))
         write_index(self.out, self.points, self.running)
 
 
-def _run_local(units: list[list[SweepPoint]], device: str, workers: int, progress: _Progress) -> None:
-    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads."""
+def _run_inline(units: list[list[SweepPoint]], device: str, capture: bool, progress: _Progress) -> bool:
+    """One unit after another in this process, on every core; whether SIGTERM stopped it."""
+    with sigterm_recorded(resend=True) as stop:
+        for unit in units:
+            if stop:
+                break
+            progress.started(unit)
+            try:
+                train_unit(*_unit_args(unit), device, available_cores(), capture)
+            except TrainingStopped:
+                stop.append(signal.SIGTERM)
+                progress.ended(unit, trained=False)
+            else:
+                progress.ended(unit)
+        return bool(stop)
+
+
+def _run_local(
+    units: list[list[SweepPoint]], device: str, capture: bool, workers: int, progress: _Progress
+) -> bool:
+    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads
+    (one worker: in this process, which has nothing else to do meanwhile).
+
+    Returns whether SIGTERM stopped it: to this process (sent on to every worker, again every
+    second until each unit has ended, since a worker still opening its runs records it and only
+    training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
+    after one; the pool is shut down with every worker ended.
+    """
+    if workers == 1:
+        return _run_inline(units, device, capture, progress)
     threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with sigterm_recorded(resend=False) as stop, \
+            ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker) as pool:
         in_flight: dict[Future, list[SweepPoint]] = {}
-        while queue or in_flight:
-            while queue and len(in_flight) < workers:
+        while in_flight or queue and not stop:
+            while queue and not stop and len(in_flight) < workers:
                 unit = queue.pop()
-                in_flight[pool.submit(train_unit, *_unit_args(unit), device, threads)] = unit
+                with sigterm_blocked():  # a worker started by submit gets its handler first
+                    future = pool.submit(train_unit, *_unit_args(unit), device, threads, capture)
+                in_flight[future] = unit
                 progress.started(unit)
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
-                future.result()  # a worker crash (not a training error, which train_unit records) propagates
-                progress.ended(in_flight.pop(future))
+                try:
+                    future.result()  # a worker crash (not a training error, which train_unit records) propagates
+                except TrainingStopped:
+                    stop.append(signal.SIGTERM)
+                    progress.ended(in_flight.pop(future), trained=False)
+                else:
+                    progress.ended(in_flight.pop(future))
+            if stop:
+                for worker in multiprocessing.active_children():
+                    with suppress(ProcessLookupError):  # it ended meanwhile
+                        os.kill(worker.pid, signal.SIGTERM)
+        stopped = bool(stop)
+    return stopped
 
 
 @dataclass(frozen=True)
@@ -321,7 +381,7 @@ class SlurmOptions:
 
 
 def _run_slurm(
-    units: list[list[SweepPoint]], out: Path, device: str, options: SlurmOptions, progress: _Progress
+    units: list[list[SweepPoint]], out: Path, device: str, capture: bool, options: SlurmOptions, progress: _Progress
 ) -> None:
     """Submit all units as one job array and wait for it; a task that dies outside training
     (time limit, node failure) is recorded as failed and is resumed by the next sweep command."""
@@ -330,7 +390,9 @@ def _run_slurm(
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=options.cluster)
     executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
     configs, run_dirs = zip(*(_unit_args(unit) for unit in units)) if units else ((), ())
-    jobs = executor.map_array(train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units))
+    jobs = executor.map_array(
+        train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units), [capture] * len(units)
+    )
     unit_of = {job.job_id: unit for job, unit in zip(jobs, units)}
     for unit in units:
         progress.started(unit)
@@ -352,6 +414,7 @@ def run_sweep(
     executor: str = "local",
     workers: int = 1,
     device: str = "cpu",
+    capture: bool = True,
     ensemble: int = 1,
     slurm: SlurmOptions | None = None,
     progress: bool = True,
@@ -361,6 +424,10 @@ def run_sweep(
     ``executor="local"`` runs ``workers`` processes on this machine; ``"slurm"`` submits one job
     array through submitit (options in ``slurm``) and waits for it. ``ensemble > 1`` trains up to
     that many points of one shape (differing only in seed and K) together as one unit.
+    ``capture=False`` trains on CUDA without CUDA graphs, as ``train``'s ``capture``.
+
+    A local sweep sent SIGTERM saves every run where it stands, writes the index and raises
+    ``TrainingStopped`` (its message says so, in one line) once every worker has ended.
     """
     if executor not in ("local", "slurm"):
         raise ConfigError(f"executor must be 'local' or 'slurm', got {executor!r}")
@@ -376,9 +443,20 @@ def run_sweep(
         todo = [point for point in points if run_status(point) != "finished"]
         units = group_units(todo, ensemble)
         progress_tracker = _Progress(out, points, len(points) - len(todo), progress)
-        with progress_tracker.bar:
-            if executor == "slurm":
-                _run_slurm(units, out, device, slurm or SlurmOptions(), progress_tracker)
-            else:
-                _run_local(units, device, workers, progress_tracker)
-        return write_index(out, points)
+        stopped = False
+        try:
+            with progress_tracker.bar:
+                if executor == "slurm":
+                    _run_slurm(units, out, device, capture, slurm or SlurmOptions(), progress_tracker)
+                else:
+                    stopped = _run_local(units, device, capture, workers, progress_tracker)
+        finally:  # however it ended (Ctrl-C too), the index says what the run directories hold
+            index = write_index(out, points)
+    if stopped:
+        counts = index[index.run.isin([point.name for point in points])].status.value_counts()
+        raise TrainingStopped(
+            f"stopped by SIGTERM, every run saved where it stood ({out / INDEX}: "
+            + ", ".join(f"{counts[status]} {status}" for status in STATUSES if status in counts)
+            + "); run the same sweep again to continue"
+        )
+    return index

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         workers=args.workers,
         device=args.device,
+        capture=not args.eager,
         ensemble=args.ensemble,
         slurm=slurm,
         progress=not args.quiet,
@@ -75,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"local worker processes, each with cores/workers torch threads (this machine: {available_cores()} cores)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for every run (default cpu)")
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="on CUDA, train without the CUDA graphs (as icl-mech train --eager; the way on when recording "
+        "a graph fails). No effect on the CPU",
+    )
     parser.add_argument(
         "--ensemble",
         type=int,

@@ -1,4 +1,5 @@
-"""Training: logistic loss on the query logit, dense checkpoints, evaluation, resume.
+"""Training: the readout's loss on the query logits (``icl_mech.readout``), dense checkpoints,
+evaluation, resume.
 
 The loop is the only place that trains; it knows nothing of plotting or the command line.
 Order at every step t: evaluate (at eval steps) -> checkpoint (at checkpoint steps) -> update.
@@ -24,19 +25,20 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from icl_mech import storage
+from icl_mech.checkpointing import checkpoint_write, load_optimizer_state, restore
 from icl_mech.config import RunConfig, TrainConfig
-from icl_mech.devices import resolve_device
+from icl_mech.devices import current, resolve_device
 from icl_mech.errors import RunError, TrainingStopped, WriteError
 from icl_mech.graphs import captures, replayable
 from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import Run, load_run
 from icl_mech.sampler import (
     TRAINING_MODES,
@@ -48,7 +50,7 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
-from icl_mech.writer import BackgroundWriter, host_copy
+from icl_mech.writer import BackgroundWriter
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
 RESUMABLE_CHANGES = ("steps", "stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
@@ -60,18 +62,10 @@ def checkpoint_steps(total: int, every: int) -> list[int]:
     return sorted(set(log_spaced) | set(range(0, total + 1, every)) | {total})
 
 
-def logistic_loss_and_accuracy(
-    logits: Float[Tensor, " batch"], targets: Int[Tensor, " batch"]
-) -> tuple[Tensor, Tensor]:
-    """Binary cross-entropy on the logit (label 1 is the positive class) and accuracy."""
-    loss = F.binary_cross_entropy_with_logits(logits, targets.float())
-    return loss, ((logits > 0).long() == targets).float().mean()
-
-
 @torch.no_grad()
 def evaluate(model: HookedTransformer, batch: Batch) -> tuple[float, float]:
     """Loss and accuracy of the query prediction on a whole evaluation set."""
-    loss, accuracy = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)
+    loss, accuracy = loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)
     return loss.item(), accuracy.item()
 
 
@@ -103,54 +97,6 @@ def make_optimizer(
     return torch.optim.Adam(param_groups, lr=train.lr, fused=True, capturable=capturable)
 
 
-def _checkpoint_write(
-    run_dir: Path, step: int, model: HookedTransformer, optimizer_state: dict, data_rng: torch.Generator
-) -> Callable[[], None]:
-    """Snapshot the model at ``step``, the optimizer state (a ``state_dict``) and the data-RNG
-    state needed to resume from it; returns the write of the snapshot, for the writer's thread:
-    the model's checkpoint, then the resume state that points at it."""
-    weights, weights_copied = host_copy(model.state_dict())
-    optimizer_tensors: dict[str, Tensor] = {}
-    plain: dict[str, dict] = {}
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                optimizer_tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                plain.setdefault(str(index), {})[key] = value
-    resume_tensors, resume_copied = host_copy(optimizer_tensors)
-    resume_tensors["data_rng"] = data_rng.get_state()
-    meta = {"step": str(step)}
-    resume_meta = {**meta, "optimizer": json.dumps({"param_groups": optimizer_state["param_groups"], "plain_state": plain})}
-
-    def write() -> None:
-        weights_copied()
-        storage.save_tensors(storage.checkpoint_path(run_dir, step), weights, meta)
-        resume_copied()
-        storage.save_tensors(run_dir / storage.RESUME, resume_tensors, resume_meta)
-
-    return write
-
-
-def _restore(run_dir: Path, model: HookedTransformer, data_rng: torch.Generator) -> tuple[int, dict]:
-    """Load the latest resume state's checkpoint and data-RNG state into the live objects;
-    returns its step and the optimizer ``state_dict`` saved with it."""
-    tensors, meta = storage.load_tensors(run_dir / storage.RESUME)
-    step = int(meta["step"])
-    weights, _ = storage.load_tensors(storage.checkpoint_path(run_dir, step), model.cfg.device)
-    model.load_state_dict(weights)
-    saved = json.loads(meta["optimizer"])
-    state: dict[int, dict] = {}
-    for index, values in saved["plain_state"].items():
-        state.setdefault(int(index), {}).update(values)
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    data_rng.set_state(tensors["data_rng"])
-    return step, {"state": state, "param_groups": saved["param_groups"]}
-
-
 def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | None:
     """Whether ``run_dir`` may be trained into, reading only: True when there is state to resume,
     False for a new run, None when the run is already finished."""
@@ -174,10 +120,8 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
     elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
     status_path = run_dir / storage.STATUS
-    if status_path.exists():
-        status = storage.read_json(status_path)
-        if status["last_step"] >= config.train.steps or status["stopped_early"]:
-            return None
+    if status_path.exists() and _finished(config, storage.read_json(status_path), run_dir):
+        return None
     has_state = (run_dir / storage.RESUME).exists()
     if not has_state and storage.checkpointed_steps(run_dir):
         raise RunError(
@@ -185,6 +129,18 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
             "(shipped reference runs keep only their checkpoints); train into another --out"
         )
     return has_state
+
+
+def _finished(config: RunConfig, status: dict, run_dir: Path) -> bool:
+    """Whether a run whose status.json is ``status`` has nothing left to train under ``config``:
+    it reached ``steps``, or the stopping rule ended it and still ends it at that step (a resume
+    may change the rule, or turn it off, and then the run goes on)."""
+    if status["last_step"] >= config.train.steps:
+        return True
+    if not status["stopped_early"]:
+        return False
+    history = [row for row in storage.read_json_lines(run_dir / storage.METRICS) if row["step"] <= status["last_step"]]
+    return stop_reason(history, config.train) is not None
 
 
 def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitStack) -> bool | None:
@@ -271,7 +227,7 @@ def open_member(
     pool = None if pool is None else pool.to(device)
     model = build_model(config, device)
     data_rng = stream_generator(config.train.seed, "train", device)
-    start, optimizer_state = _restore(run_dir, model, data_rng) if has_state else (0, None)
+    start, optimizer_state = restore(run_dir, model, data_rng) if has_state else (0, None)
     metrics = storage.read_json_lines(run_dir / storage.METRICS)
     kept_rows = [row for row in metrics if has_state and row["step"] <= start]
     _write_run_dir(config, run_dir, kept_rows)
@@ -298,7 +254,7 @@ class _Evaluation:
     def _metrics(members: list[Member]) -> Float[Tensor, "members columns"]:
         return torch.stack([
             torch.cat([
-                torch.stack(logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
+                torch.stack(loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
                 for batch in member.eval_sets.values()
             ])
             for member in members
@@ -349,7 +305,8 @@ def train_members(
     others' step time as it was).
 
     ``capture`` runs the update and the evaluation pass as CUDA graphs when the members are on
-    CUDA (``icl_mech.graphs``).
+    CUDA (``icl_mech.graphs``); the caller makes their device the current one
+    (``icl_mech.devices.current``).
 
     SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
     finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
@@ -393,7 +350,7 @@ def train_members(
                     member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 if fresh[index] and (step in saves or member.stopped_early):
                     writer.submit(
-                        _checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
+                        checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
                     )
                 if step >= total or member.stopped_early:
                     member.done = True
@@ -467,7 +424,7 @@ def _save_and_stop(
     already ``on_disk``), wait for every write, and raise ``TrainingStopped``."""
     for member in members:
         if not member.done and not on_disk:
-            writer.submit(_checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
+            writer.submit(checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
     writer.flush()
     raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
@@ -491,11 +448,11 @@ def _step_alone(members: list[Member], optimizer_states: list[dict | None], capt
     (member,), (optimizer_state,) = members, optimizer_states
     optimizer = make_optimizer(member.model.named_parameters(), member.config.train, capturable)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(optimizer, optimizer_state, capturable)
 
     def loss_of(batches: list[Batch]) -> Tensor:
         (batch,) = batches
-        return logistic_loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
+        return loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)[0]
 
     return Stepping(optimizer, loss_of, lambda position: optimizer.state_dict())
 
@@ -517,7 +474,7 @@ def train(
     update and the evaluations run as CUDA graphs unless ``capture`` is False (eager, to compare).
     """
     torch_device = resolve_device(device)
-    with ExitStack() as locks:
+    with current(torch_device), ExitStack() as locks:
         opened = open_member(config, Path(run_dir), torch_device, resume, locks)
         if opened is not None:
             member, optimizer_state = opened

@@ -79,7 +79,7 @@ def host_copy(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[
     and a function that waits until the copies are complete (call it on the writer's thread).
 
     On CUDA the copies go to pinned memory without blocking the training thread; an event recorded
-    after them on the current stream marks their end. On the CPU they are plain clones.
+    after them on their device's current stream marks their end. On the CPU they are plain clones.
     """
     cuda = [tensor for tensor in tensors.values() if tensor.is_cuda]
     if not cuda:
@@ -89,5 +89,5 @@ def host_copy(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[
         copy = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
         copies[name] = copy.copy_(tensor.detach(), non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(cuda[0].device))
     return copies, done.synchronize

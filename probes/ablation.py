@@ -36,7 +36,7 @@ from transformer_lens.hook_points import HookPoint
 
 from icl_mech.errors import ConfigError
 from icl_mech.sampler import Batch
-from icl_mech.trainer import logistic_loss_and_accuracy
+from icl_mech.readout import chance, loss_and_accuracy, n_labels
 from probes.circuits import Site
 from probes.query_only import FwdHook, hooked_query_logits, query_activations
 
@@ -130,8 +130,8 @@ def ablation_hooks(
 
 def ablated_query_logits(
     model: HookedTransformer, batch: Batch, sites: Sequence[Site], method: str, seed: int = 0
-) -> Float[Tensor, " batch"]:
-    """The query logit with ``sites`` ablated by ``method`` (intact when ``sites`` is empty)."""
+) -> Float[Tensor, "batch n_logits"]:
+    """The query logits with ``sites`` ablated by ``method`` (intact when ``sites`` is empty)."""
     hooks = ablation_hooks(model, batch, sites, method, seed) if sites else []
     return hooked_query_logits(model, batch, hooks)
 
@@ -142,17 +142,18 @@ def ablation_effect(
     """ICL and IWL accuracy and loss, intact and with ``sites`` ablated: two query-path passes per
     set (the intact one, which is the trainer's own evaluation, also records the replacements).
 
-    Keys: ``icl_acc``, ``icl_acc_ablated``, ``icl_loss``, ``icl_loss_ablated`` and the same for iwl.
+    Keys: ``icl_acc``, ``icl_acc_ablated``, ``icl_loss``, ``icl_loss_ablated`` and the same for
+    iwl; ``chance``, the accuracy of guessing (``icl_mech.readout.chance``), for plots.
     """
     _check_method(method)
     names = [] if method == "zero" else replaced_names(sites)
-    row = {}
+    row = {"chance": chance(n_labels(model))}
     for name in EVAL_SETS:
         batch = eval_sets[name]
         intact, cache = query_activations(model, batch, names)
         hooks = _replacement_hooks(cache, sites, method, len(batch), 0)
         outcomes = {"": intact, "_ablated": hooked_query_logits(model, batch, hooks)}
         for suffix, logits in outcomes.items():
-            loss, accuracy = logistic_loss_and_accuracy(logits, batch.targets)
+            loss, accuracy = loss_and_accuracy(logits, batch.targets)
             row[f"{name}_loss{suffix}"], row[f"{name}_acc{suffix}"] = loss.item(), accuracy.item()
     return row

@@ -1,9 +1,10 @@
-"""Direct logit attribution: the query logit as a sum of the components that wrote the residual stream.
+"""Direct logit attribution: the query logits as a sum of the components that wrote the residual stream.
 
-logit = W_U . LN_final(resid) + b_U, and resid = input + sum(heads) + sum(b_O) + sum(MLPs). The
+logits = LN_final(resid) W_U + b_U, and resid = input + sum(heads) + sum(b_O) + sum(MLPs). The
 final LayerNorm is linear once its scale is fixed, so with the scale cached on this very input
 (``ActivationCache.apply_ln_to_stack``) each component's share is exact and the terms, plus the
-LayerNorm's and the unembedding's biases, add up to the logit.
+LayerNorm's and the unembedding's biases, add up to the logits. Toward the target, each term is
+read by ``icl_mech.readout.toward_target`` (linear, so the shares still add up).
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
+from icl_mech.readout import toward_target
 from icl_mech.sampler import Batch
 from probes.query_only import query_only_hooks
 
 
 @torch.no_grad()
-def logit_attribution(model: HookedTransformer, batch: Batch) -> dict[str, Float[Tensor, " batch"]]:
-    """Each component's direct contribution to every sequence's query logit.
+def logit_attribution(model: HookedTransformer, batch: Batch) -> dict[str, Float[Tensor, "batch n_logits"]]:
+    """Each component's direct contribution to every sequence's query logits.
 
     Terms: ``input`` (the tokens, i.e. the residual stream entering layer 0), ``L{l}H{h}`` (each
     head), ``attn_bias{l}`` (b_O), ``mlp{l}`` (each MLP), ``bias`` (final LayerNorm bias and
-    unembedding bias). Their sum is the model's logit.
+    unembedding bias). Their sum is the model's logits.
     """
     names = {get_act_name("resid_pre", 0), "ln_final.hook_scale"}
     names |= {get_act_name(name, layer) for layer in range(model.cfg.n_layers) for name in ("z", "mlp_out")}
@@ -45,13 +47,16 @@ def logit_attribution(model: HookedTransformer, batch: Batch) -> dict[str, Float
             parts.append(cache[get_act_name("mlp_out", layer)][:, -1])
             labels.append(f"mlp{layer}")
     normed = cache.apply_ln_to_stack(torch.stack(parts), layer=None, pos_slice=-1)
-    direction = model.ln_final.w * model.W_U[:, 0]
-    terms = dict(zip(labels, normed @ direction))
-    terms["bias"] = (model.ln_final.b @ model.W_U[:, 0] + model.b_U[0]).expand_as(terms["input"])
+    directions = model.ln_final.w[:, None] * model.W_U
+    terms = dict(zip(labels, normed @ directions))
+    terms["bias"] = (model.ln_final.b @ model.W_U + model.b_U).expand_as(terms["input"])
     return terms
 
 
 def attribution_toward_target(model: HookedTransformer, batch: Batch) -> dict[str, float]:
-    """Mean contribution of each term toward the correct label (positive: pushes the right way)."""
-    sign = batch.targets.float() * 2 - 1
-    return {term: (values * sign).mean().item() for term, values in logit_attribution(model, batch).items()}
+    """Mean contribution of each term toward the correct label (``readout.toward_target``;
+    positive: pushes the right way)."""
+    return {
+        term: toward_target(values, batch.targets).mean().item()
+        for term, values in logit_attribution(model, batch).items()
+    }

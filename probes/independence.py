@@ -3,8 +3,9 @@
 (a) Cross-ablation: ICL and IWL accuracy with neither, either or both circuits ablated. Independent
     circuits each remove their own ability and leave the other's.
 (b) Additivity: the interaction term logit(full) - logit(no induction) - logit(no mlp) +
-    logit(neither), mean |.| relative to mean |logit(full)|. It is zero when each circuit's
-    contribution to the logit does not depend on the other's presence.
+    logit(neither), mean |.| relative to mean |logit(full)|, where logit is the logit toward
+    the target label (``icl_mech.readout.toward_target``: the one logit for L = 2). It is zero
+    when each circuit's contribution to the logit does not depend on the other's presence.
 Both also at the level of paths into the MLP (``memorization-path``: what it reads from the
 token's own stream; ``icl-path``: what it reads from attention), because in these models the
 MLP is also the head's readout, so removing the whole MLP removes both abilities.
@@ -25,7 +26,7 @@ from transformer_lens import HookedTransformer
 from icl_mech.model import query_logits
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
-from icl_mech.trainer import logistic_loss_and_accuracy
+from icl_mech.readout import chance, loss_and_accuracy, n_labels, toward_target
 from probes.ablation import EVAL_SETS, ablated_query_logits
 from probes.circuits import Head, Site
 from probes.over_time import final_sites, over_checkpoints
@@ -57,8 +58,8 @@ ADDITIVE = 0.25
 @torch.no_grad()
 def condition_logits(
     model: HookedTransformer, batch: Batch, sites: dict[str, list[Site]], method: str
-) -> dict[str, Float[Tensor, " batch"]]:
-    """The query logit under each of ``CONDITIONS``."""
+) -> dict[str, Float[Tensor, "batch n_logits"]]:
+    """The query logits under each of ``CONDITIONS``."""
     logits = {"full": query_logits(model, batch.tokens)}
     for condition, circuits in list(CONDITIONS.items())[1:]:
         ablated = [site for circuit in circuits for site in sites[circuit]]
@@ -70,17 +71,18 @@ def independence_at(
     model: HookedTransformer, eval_sets: dict[str, Batch], sites: dict[str, list[Site]], method: str
 ) -> dict[str, float]:
     """Cross-ablation accuracies ``{set}_acc[_{condition}]``, ``{set}_interaction`` and
-    ``{set}_path_interaction`` for ICL and IWL."""
-    row = {}
+    ``{set}_path_interaction`` for ICL and IWL, and ``chance`` (1/L)."""
+    row = {"chance": chance(n_labels(model))}
     for name in EVAL_SETS:
         batch = eval_sets[name]
         logits = condition_logits(model, batch, sites, method)
         for condition, values in logits.items():
             suffix = "" if condition == "full" else f"_{condition}"
-            row[f"{name}_acc{suffix}"] = logistic_loss_and_accuracy(values, batch.targets)[1].item()
+            row[f"{name}_acc{suffix}"] = loss_and_accuracy(values, batch.targets)[1].item()
+        toward = {condition: toward_target(values, batch.targets) for condition, values in logits.items()}
         for term, (no_icl, no_iwl, neither) in INTERACTIONS.items():
-            interaction = logits["full"] - logits[no_icl] - logits[no_iwl] + logits[neither]
-            row[f"{name}_{term}"] = (interaction.abs().mean() / logits["full"].abs().mean()).item()
+            interaction = toward["full"] - toward[no_icl] - toward[no_iwl] + toward[neither]
+            row[f"{name}_{term}"] = (interaction.abs().mean() / toward["full"].abs().mean()).item()
     return row
 
 
@@ -130,7 +132,8 @@ def verdict(row: dict[str, float] | pd.Series) -> str:
     components = _verdict(row, "interaction", "induction", "the MLP")
     paths = _verdict(row, "path_interaction", "the icl path", "the memorization path")
     return (
-        f"step {int(row['step'])}: {components} (ICL {row['icl_acc']:.2f}, IWL {row['iwl_acc']:.2f} intact)\n"
+        f"step {int(row['step'])}: {components} (ICL {row['icl_acc']:.2f}, IWL {row['iwl_acc']:.2f} intact, "
+        f"chance {row['chance']:.2f})\n"
         f"step {int(row['step'])}, paths into the MLP: {paths}"
     )
 

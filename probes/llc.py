@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from devinterp.optim import SGMCMC
 from devinterp.slt.weight_restrictions import create_param_masks
 from jaxtyping import Float
@@ -42,9 +41,9 @@ from tqdm.auto import tqdm
 
 from icl_mech.errors import ConfigError
 from icl_mech.model import query_logits
+from icl_mech.readout import loss_and_accuracy, per_sequence_loss
 from icl_mech.run import Run
 from icl_mech.sampler import TRAINING_MODES, sample_batch
-from icl_mech.trainer import logistic_loss_and_accuracy
 
 #: Weight restrictions: every trained weight, the attention blocks' W_Q W_K W_V W_O, the MLPs'.
 RESTRICTIONS = ("full", "attn", "mlp")
@@ -310,8 +309,9 @@ def restricted_parameters(model: nn.Module, restriction: str) -> list[str]:
 
 
 def query_loss(model: nn.Module, tokens: Float[Tensor, "batch pos d_token"], targets: Tensor) -> Tensor:
-    """The training loss: the logistic loss of the query's logit."""
-    return logistic_loss_and_accuracy(query_logits(model, tokens), targets)[0]
+    """The training loss on the query's logits (``icl_mech.readout``: logistic for two labels,
+    softmax cross-entropy for more)."""
+    return loss_and_accuracy(query_logits(model, tokens), targets)[0]
 
 
 def run_draw(run: Run, data: str, device: str | torch.device = "cpu") -> Draw:
@@ -404,10 +404,9 @@ def devinterp_sampler_llc(
     # devinterp's loss is per next-token position, so each "sequence" is [index, index]: one loss.
     dataset = Dataset.from_dict({"input_ids": [[i, i] for i in range(len(tokens))]}).with_format("torch")
 
-    def per_sequence_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
+    def indexed_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
         index = input_ids[:, 0].to(tokens.device)
-        logits = query_logits(model, tokens[index])
-        return F.binary_cross_entropy_with_logits(logits, targets[index].float(), reduction="none")[:, None]
+        return per_sequence_loss(query_logits(model, tokens[index]), targets[index])[:, None]
 
     names = restricted_parameters(model, "full") if parameters is None else parameters
     device = next(model.parameters()).device
@@ -415,7 +414,7 @@ def devinterp_sampler_llc(
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), quiet, _one_cpu_thread(device):
         warnings.simplefilter("ignore")
         result = llc(
-            model, dataset, {}, lr=settings.lr, n_beta=settings.n_beta, loss_fn=per_sequence_loss,
+            model, dataset, {}, lr=settings.lr, n_beta=settings.n_beta, loss_fn=indexed_loss,
             param_masks={name: None for name in names}, num_chains=settings.chains, num_draws=settings.draws,
             num_burnin_steps=settings.burn_in, batch_size=settings.batch_size, localization=settings.localization,
             init_seed=settings.seed, device=str(device), output_path=f"{folder}/samples.zarr",

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from icl_mech.readout import chance, n_labels
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
 from icl_mech.trainer import evaluate
@@ -73,9 +74,10 @@ def ablate_run(
 
 
 def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict[str, float]:
-    """Accuracies, attention-pattern scores per head (on the ICL set) and the mean direct logit
-    attribution toward the correct label of every component (on the ICL and the IWL set)."""
-    row: dict[str, float] = {}
+    """Accuracies (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set) and
+    the mean direct logit attribution toward the correct label of every component (on the ICL
+    and the IWL set)."""
+    row: dict[str, float] = {"chance": chance(n_labels(model))}
     for name in EVAL_SETS:
         row[f"{name}_acc"] = evaluate(model, eval_sets[name])[1]
     n_heads, icl = model.cfg.n_heads, eval_sets["icl"]

@@ -29,15 +29,21 @@ def _steps_axis(axes: Axes) -> None:
     axes.grid(alpha=0.3)
 
 
-def _accuracy_axis(axes: Axes) -> None:
+def _chance_line(axes: Axes, table: pd.DataFrame) -> None:
+    """The accuracy of guessing, 1/L, which a probe's table carries as ``chance``."""
+    if "chance" in table:
+        axes.axhline(table.chance.iloc[0], color="gray", lw=0.8, ls=":", label="chance")
+
+
+def _accuracy_axis(axes: Axes, table: pd.DataFrame) -> None:
     _steps_axis(axes)
     axes.set_ylim(0, 1.02)
-    axes.axhline(0.5, color="gray", lw=0.8, ls=":")
+    _chance_line(axes, table)
     axes.set_ylabel("accuracy")
 
 
 def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
-    """ICL and IWL accuracy over training, intact (solid) and ablated (dashed)."""
+    """ICL and IWL accuracy over training, intact (solid) and ablated (dashed), and chance."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
     for name, color in COLORS.items():
@@ -46,7 +52,7 @@ def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
         axes.plot(
             table.step, table[f"{name}_acc_ablated"], color=color, ls="--", label=f"{name.upper()} ablated", **points
         )
-    _accuracy_axis(axes)
+    _accuracy_axis(axes, table)
     axes.set_title(title)
     axes.legend()
     figure.savefig(path, dpi=120)
@@ -59,6 +65,8 @@ def plot_columns(table: pd.DataFrame, panels: Panels, title: str, path: str | Pa
     for axes, (ylabel, columns) in zip(figure.subplots(len(panels), squeeze=False)[:, 0], panels):
         for column in columns:
             axes.plot(table.step, table[column], label=column, **_points(len(table)))
+        if "accuracy" in ylabel:
+            _chance_line(axes, table)
         _steps_axis(axes)
         axes.set_ylabel(ylabel)
         axes.legend(fontsize="small")
@@ -111,7 +119,7 @@ def plot_llc(table: pd.DataFrame, metrics: pd.DataFrame, title: str, path: str |
     panels = figure.subplots(1 + len(data), squeeze=False, sharex=True)[:, 0]
     for name, color in COLORS.items():
         panels[0].plot(metrics.step, metrics[f"{name}_acc"], color=color, label=f"{name.upper()} acc", **_points(len(metrics)))
-    _accuracy_axis(panels[0])
+    _accuracy_axis(panels[0], metrics)
     panels[0].legend(fontsize="small")
     for axes, name in zip(panels[1:], data):
         for restriction, rows in table[table["data"] == name].groupby("restriction", sort=False):

@@ -1,4 +1,4 @@
-"""Forwards that compute only what the query's logit (or a probe of it) needs.
+"""Forwards that compute only what the query's logits (or a probe of them) need.
 
 Two ways, both through the model's own hook points:
 
@@ -63,8 +63,8 @@ def mlp_in_hooks(model: HookedTransformer, on: bool) -> Iterator[None]:
 @torch.no_grad()
 def hooked_query_logits(
     model: HookedTransformer, batch: Batch, hooks: Sequence[FwdHook] = ()
-) -> Float[Tensor, " batch"]:
-    """The query logit with ``hooks`` attached: on the query path when it calls every hooked
+) -> Float[Tensor, "batch n_logits"]:
+    """The query logits with ``hooks`` attached: on the query path when it calls every hooked
     name, else through the full forward (from ``blocks.{last}.hook_resid_mid`` on at the query only)."""
     hooks = list(hooks)
     with mlp_in_hooks(model, any(name.endswith("hook_mlp_in") for name, _ in hooks)):
@@ -77,8 +77,8 @@ def hooked_query_logits(
 
 def query_activations(
     model: HookedTransformer, batch: Batch, names: Sequence[str]
-) -> tuple[Float[Tensor, " batch"], dict[str, Tensor]]:
-    """The query logit and the activations at hook ``names`` on the way, in one pass (the last
+) -> tuple[Float[Tensor, "batch n_logits"], dict[str, Tensor]]:
+    """The query logits and the activations at hook ``names`` on the way, in one pass (the last
     block's at the query position only, except its attention's inputs and outputs on the full forward)."""
     cache: dict[str, Tensor] = {}
 

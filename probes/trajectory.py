@@ -97,7 +97,7 @@ def trajectory_pca(
     for run in runs:
         own = run.eval_sets(device)
         for step, model in tqdm(run.models(device=device), total=len(run.steps), desc=run.path.name, disable=not progress):
-            logits.append(query_logits(model, probe.tokens))
+            logits.append(query_logits(model, probe.tokens).flatten())  # every sequence's every logit
             icl, iwl = evaluate(model, own["icl"])[1], evaluate(model, own["iwl"])[1]
             rows.append({"run": run.path.name, "step": step, "icl_acc": icl, "iwl_acc": iwl, "icl_minus_iwl": icl - iwl})
     scores, explained = principal_components(torch.stack(logits))

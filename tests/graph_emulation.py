@@ -87,7 +87,9 @@ class AddressesMoved(AssertionError):
     """A replay read an outside tensor at another address than the capture did."""
 
 
-def emulated_capture(function: Callable[[], None], generators: Sequence[torch.Generator]) -> Callable[[], None]:
+def emulated_capture(
+    function: Callable[[], None], generators: Sequence[torch.Generator], device: torch.device
+) -> Callable[[], None]:
     """``graphs._captured`` on the CPU: the warm-up runs, a recorded run, and replays that check
     they read what the recorded run read, where it read it."""
     for _ in range(graphs.WARMUP_RUNS):

@@ -10,6 +10,8 @@ import torch
 
 from benchmarks import gpu
 from benchmarks.__main__ import TOLERANCE, main
+from graph_emulation import emulate_graphs
+from icl_mech import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,3 +107,15 @@ def test_targets_missed_by_more_than_the_tolerance_are_marked():
     ]
     marked = [line for line in gpu.format_report(measured, TOLERANCE).splitlines() if line.endswith("MISSED")]
     assert [line.split("  ")[0] for line in marked] == gpu.missed(measured, TOLERANCE)
+
+
+def test_a_timed_run_that_recorded_no_graphs_is_refused_not_reported(monkeypatch):
+    """Where the trainer should capture, a run that recorded fewer than its two graphs would be an
+    eager timing reported as the captured path's: the table stops with ``NotCaptured``. The
+    emulated graphs (on the CPU) record two and pass."""
+    configs = [gpu.QUICK.config]
+    emulate_graphs(monkeypatch)
+    assert gpu.training_seconds(configs, 4, "cpu") > 0
+    monkeypatch.setattr(trainer, "captures", lambda device, capture: False)  # its evaluation runs eagerly
+    with pytest.raises(gpu.NotCaptured, match=r"recorded 1 CUDA graphs, not 2 \(update and evaluation\)"):
+        gpu.training_seconds(configs, 4, "cpu")

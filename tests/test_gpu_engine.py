@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import torch
 
-from icl_mech import cli, graphs, preset, storage, train
+from icl_mech import cli, graphs, preset, storage, train, trainer
 from icl_mech.ensemble import train_ensemble
-from icl_mech.errors import WriteError
+from icl_mech.errors import CaptureError, WriteError
 from icl_mech.model import build_model, query_logits
+from icl_mech.readout import loss_and_accuracy
 from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
-from icl_mech.trainer import logistic_loss_and_accuracy, make_optimizer
+from icl_mech.trainer import make_optimizer
 from icl_mech.writer import BackgroundWriter, host_copy
 from graph_emulation import AddressesMoved, HostSync, emulate_graphs, emulated_capture
 
@@ -95,7 +98,7 @@ def _training_state(optimizer_name: str):
 
     def update(keep_gradients: bool) -> None:
         batch = sample_batch(config.task, pool, 16, generator, **TRAINING_MODES["bursty"])
-        loss = logistic_loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)[0]
+        loss = loss_and_accuracy(query_logits(model, batch.tokens), batch.targets)[0]
         optimizer.zero_grad(set_to_none=not keep_gradients)
         loss.backward()
         optimizer.step()
@@ -115,7 +118,7 @@ def test_the_replayed_update_takes_the_eager_trajectory_from_the_first_step(monk
     model, optimizer, generator, update = _training_state(optimizer_name)
     calls = []
 
-    def eager_capture(function, generators):
+    def eager_capture(function, generators, device):
         for _ in range(graphs.WARMUP_RUNS + 1):  # the warm-up runs and the (not replayed) capture
             function()
         calls.append(generators)
@@ -135,27 +138,51 @@ def test_the_replayed_update_takes_the_eager_trajectory_from_the_first_step(monk
         torch.testing.assert_close(parameter, eager_model.get_parameter(name), rtol=0, atol=0, msg=name)
 
 
-def test_a_failed_capture_warns_and_runs_eagerly_from_the_state_it_started_with(monkeypatch):
+def test_a_failed_capture_says_to_rerun_eagerly_and_restores_the_state_it_started_with(monkeypatch):
+    """No eager fallback in the process (a failed capture can leave a registered generator marked
+    as capturing): one error that names --eager, with parameters, optimizer and generator as before."""
     model, optimizer, generator, update = _training_state("adam")
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     rng_before = generator.get_state()
 
-    def failing_capture(function, generators):
+    def failing_capture(function, generators, device):
         function()  # a warm-up run got through, then capture hit an operation it cannot record
-        raise RuntimeError("operation not permitted when stream is capturing")
+        raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")
 
     monkeypatch.setattr(graphs, "_captured", failing_capture)
     monkeypatch.setattr(graphs, "captures", lambda device, capture: True)
     monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
-    function = lambda: update(keep_gradients=True)  # noqa: E731
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    with pytest.warns(UserWarning, match="running eagerly: capturing a CUDA graph failed"):
-        replay = graphs.replayable(
-            function, torch.device("cpu"), generators=[generator], parameters=parameters, optimizer=optimizer
+    with pytest.raises(CaptureError, match=r"\(operation not permitted when stream is capturing\); rerun with --eager"):
+        graphs.replayable(
+            lambda: update(keep_gradients=True), torch.device("cpu"),
+            generators=[generator], parameters=parameters, optimizer=optimizer,
         )
-    assert replay is function and torch.equal(generator.get_state(), rng_before)
+    assert torch.equal(generator.get_state(), rng_before)
     assert all(torch.equal(parameter, before[name]) for name, parameter in model.named_parameters())
     assert all(not torch.is_tensor(v) or not v.any() for state in optimizer.state.values() for v in state.values())
+
+
+def test_icl_mech_train_whose_capture_fails_prints_one_line_and_resumes_with_eager(tmp_path, monkeypatch, capsys):
+    """The update's capture fails after step 0 is saved: one line naming --eager, exit 2, and the
+    run then goes on from step 0 with --eager --resume."""
+    emulate_graphs(monkeypatch)
+
+    def failing_update_capture(function, generators, device):
+        if generators:  # the update registers the data generator; the evaluation none
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return emulated_capture(function, generators, device)
+
+    monkeypatch.setattr(graphs, "_captured", failing_update_capture)
+    monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
+    out = tmp_path / "run"
+    args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rerun with --eager" in err and "Traceback" not in err
+    assert storage.checkpointed_steps(out) == [0]
+    assert cli.main(args + ["--eager", "--resume"]) == 0
+    assert "step 10" in capsys.readouterr().out
 
 
 def test_the_interleaved_sampler_decides_burstiness_from_the_config_not_the_draw():
@@ -194,7 +221,7 @@ def test_the_emulated_capture_fails_when_a_read_tensor_moves():
     def step():
         total.copy_((inputs @ weight).sum())
 
-    replay = emulated_capture(step, ())
+    replay = emulated_capture(step, (), torch.device("cpu"))
     replay()
     weight.data = weight.data.clone()  # re-pointed after capture, as a restacking would
     with pytest.raises(AddressesMoved):
@@ -227,9 +254,9 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
     emulate_graphs(monkeypatch)
     recorded = []
 
-    def recording_capture(function, generators):
+    def recording_capture(function, generators, device):
         recorded.append(function)
-        return emulated_capture(function, generators)
+        return emulated_capture(function, generators, device)
 
     monkeypatch.setattr(graphs, "_captured", recording_capture)
     args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16",
@@ -237,6 +264,24 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
     assert cli.main(args + ["--eager"] * eager) == 0
     assert len(recorded) == (0 if eager else 2)
     assert "step 10" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_icl_mech_sweep_records_graphs_unless_eager(tmp_path, monkeypatch, eager):
+    """``icl-mech sweep --eager`` is the way on when a capture fails on a sweep's GPU: its units
+    train without graphs (emulated here; one worker trains in the sweep process)."""
+    emulate_graphs(monkeypatch)
+    recorded = []
+
+    def recording_capture(function, generators, device):
+        recorded.append(function)
+        return emulated_capture(function, generators, device)
+
+    monkeypatch.setattr(graphs, "_captured", recording_capture)
+    args = ["sweep", "--grid", "seed=0,1", "--ensemble", "2", "--out", str(tmp_path / "sweep"), "--quiet",
+            *(f"--set={field}={value}" for field, value in {**TINY, "steps": 10}.items())]
+    assert cli.main(args + ["--eager"] * eager) == 0
+    assert len(recorded) == (0 if eager else 2)
 
 
 #: Every sampler mode a training step can draw in (issue 11: all of them on the device, none syncing).
@@ -250,6 +295,8 @@ SAMPLER_MODES = {
     "interleaved": {
         "format": "interleaved", "N": 9, "B": 2, "p_bursty": 0.75, "zipf_alpha": 1.0, "n_layers": 2, "attn_only": True,
     },
+    "4 labels, Reddy's sets": {"L": 4, "reddy_eval_sets": True},
+    "interleaved, 32 labels": {"format": "interleaved", "N": 9, "B": 2, "L": 32, "n_layers": 2, "attn_only": True},
 }
 
 
@@ -268,9 +315,9 @@ def test_the_sync_check_catches_a_value_read_to_the_host():
     """What the sampler-mode test relies on: ``.item()`` and boolean masks inside are refused."""
     values = torch.randn(8)
     with pytest.raises(HostSync):
-        emulated_capture(lambda: values[values > 0].sum(), ())
+        emulated_capture(lambda: values[values > 0].sum(), (), torch.device("cpu"))
     with pytest.raises(HostSync):
-        emulated_capture(lambda: values.max().item(), ())
+        emulated_capture(lambda: values.max().item(), (), torch.device("cpu"))
 
 
 def test_a_run_on_the_captured_path_stopped_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
@@ -331,3 +378,75 @@ def test_a_captured_ensemble_gives_the_eager_ensembles_metrics(tmp_path):
         assert captured_run.status["last_step"] == eager_run.status["last_step"]
         for eager_row, captured_row in zip(_rows(eager_run), _rows(captured_run), strict=True):
             assert captured_row == pytest.approx(eager_row, abs=1e-4)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_an_adam_run_saved_eagerly_resumes_on_the_captured_path_with_a_capturable_optimizer(tmp_path, monkeypatch, members):
+    """``load_state_dict`` takes ``capturable`` from the saved groups: a run saved under --eager
+    would resume uncapturable, and on CUDA its capture would fail. The resumed update's optimizer
+    must be capturable (emulated graphs; a single run and an ensemble)."""
+    configs = [tiny_config(steps=10, seed=seed) for seed in range(members)]
+    run_dirs = [tmp_path / f"run{index}" for index in range(members)]
+    train_ensemble(configs, run_dirs, progress=False, capture=False)
+    emulate_graphs(monkeypatch)
+    capturable = []
+
+    def recording_replayable(function, device, *, optimizer=None, **kwargs):
+        if optimizer is not None:
+            capturable.extend(group["capturable"] for group in optimizer.param_groups)
+        return graphs.replayable(function, device, optimizer=optimizer, **kwargs)
+
+    monkeypatch.setattr(trainer, "replayable", recording_replayable)
+    longer = [config.override(steps=20) for config in configs]
+    if members == 1:
+        train(longer[0], run_dirs[0], resume=True, progress=False)
+    else:
+        train_ensemble(longer, run_dirs, resume=True, progress=False)
+    assert capturable and all(capturable)
+
+
+def test_a_run_trained_on_another_kind_of_device_is_refused_in_one_line(tmp_path):
+    """A CUDA generator's state (a Philox seed and offset, 16 bytes) does not fit a CPU generator:
+    resuming there is one error naming --device, not torch's "RNG state is wrong size" traceback."""
+    run_dir = tmp_path / "run"
+    train(tiny_config(steps=4), run_dir, progress=False)
+    tensors, meta = storage.load_tensors(run_dir / storage.RESUME)
+    tensors["data_rng"] = torch.zeros(16, dtype=torch.uint8)  # what a run on cuda saves
+    storage.save_tensors(run_dir / storage.RESUME, tensors, meta)
+    result = subprocess.run(
+        [sys.executable, "-m", "icl_mech", "train", "--resume", "--out", str(run_dir), "--steps", "8", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"icl-mech train: error: cannot resume {run_dir} on cpu: it was trained on another kind of device "
+        "(its data-RNG state is not a cpu generator's); resume it with the --device it was trained on"
+    ]
+
+
+def test_building_a_model_leaves_every_global_generator_alone(monkeypatch):
+    """The init is seeded on a forked CPU generator; torch.manual_seed would also reseed every CUDA
+    device's default generator, which a user's own CUDA code draws from."""
+    seeded_cuda = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded_cuda.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: seeded_cuda.append(seed))
+    before = torch.random.get_rng_state()
+    first = build_model(tiny_config(), "cpu")
+    assert seeded_cuda == [] and torch.equal(torch.random.get_rng_state(), before)
+    again = build_model(tiny_config(), "cpu")
+    for name, parameter in first.named_parameters():
+        assert torch.equal(parameter, again.get_parameter(name)), name
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_run_on_a_device_other_than_the_current_one_is_captured_and_trains(tmp_path):
+    """Streams and graphs made on the current device (cuda:0) would not capture work on cuda:1:
+    the graph would replay nothing. The captured run on cuda:1 must be the eager one."""
+    config = tiny_config(steps=100)
+    assert torch.cuda.current_device() == 0
+    eager = train(config, tmp_path / "eager", device="cuda:1", progress=False, capture=False)
+    recorded_before = graphs.recorded
+    captured = train(config, tmp_path / "captured", device="cuda:1", progress=False)
+    assert graphs.recorded - recorded_before == 2
+    for eager_row, captured_row in zip(_rows(eager), _rows(captured), strict=True):
+        assert captured_row == pytest.approx(eager_row, abs=1e-4)

@@ -100,8 +100,10 @@ def test_query_label_positions_are_the_label_tokens_after_the_query_item(eval_se
     "fields, message",
     [
         ({"B": 3}, "dividing N-1"),
-        ({"L": 4, "K": 512}, "L must be 2"),
-        ({"B": 8}, "multiple of L"),
+        ({"L": 3, "K": 512}, "multiple of L=3"),
+        ({"L": 1}, "L must be an integer >= 2"),
+        ({"B": 8}, "at least 2"),
+        ({"L": 4, "N": 13, "B": 2}, "multiple of L=4 or below it"),
         ({"K": None}, "finite K"),
         ({"p_bursty": 1.5}, "p_bursty"),
     ],

@@ -38,7 +38,7 @@ def test_run_with_cache_exposes_the_hooks_transformer_lens_users_know():
     assert logits.shape == (3, 20, 1)
     assert cache["blocks.0.attn.hook_pattern"].shape == (3, 1, 20, 20)
     assert cache["blocks.0.hook_mlp_out"].shape == (3, 20, 65)
-    assert torch.allclose(full_query_logits(model, tokens), logits[:, -1, 0])
+    assert torch.allclose(full_query_logits(model, tokens), logits[:, -1])
 
 
 def test_building_a_model_is_seeded_and_leaves_global_rngs_alone():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from icl_mech.trainer import evaluate
-from probes.attribution import logit_attribution
+from probes.attribution import attribution_toward_target, logit_attribution
 from probes.head_scores import match_chance, match_score
 from probes.over_time import over_checkpoints
 from probes_fixtures import icl_run  # noqa: F401  (fixture)
@@ -43,10 +43,9 @@ def test_logit_attribution_sums_to_the_logit_of_a_trained_model(icl_run):
     model = icl_run.model()
     batch = icl_run.eval_sets()["icl"]
     terms = logit_attribution(model, batch)
-    logits = model(batch.tokens)[:, -1, 0]
+    logits = model(batch.tokens)[:, -1]
     torch.testing.assert_close(sum(terms.values()), logits, atol=1e-4, rtol=1e-4)
     # Measured: on the ICL set the MLP writes most of the correct answer (its input holds the
     # head's output), the head's direct path some, the query's own token nothing.
-    sign = batch.targets * 2 - 1
-    toward = {term: (values * sign).mean().item() for term, values in terms.items()}
+    toward = attribution_toward_target(model, batch)
     assert toward["mlp0"] > toward["L0H0"] > 0.1 > abs(toward["input"])

@@ -70,7 +70,7 @@ def test_previous_token_score_is_one_for_a_previous_token_head(model, batch):
 def test_logit_attribution_terms_sum_to_the_logit_in_a_two_layer_model(model, batch):
     terms = logit_attribution(model, batch)
     assert {"input", "L0H0", "L1H4", "mlp0", "mlp1", "attn_bias1", "bias"} <= set(terms)
-    logits = model(batch.tokens)[:, -1, 0]
+    logits = model(batch.tokens)[:, -1]
     torch.testing.assert_close(sum(terms.values()), logits, atol=1e-4, rtol=1e-4)
 
 
@@ -92,7 +92,7 @@ def test_ablating_one_head_leaves_the_other_heads_activations_unchanged(model, b
 
 def test_ablating_nothing_gives_the_models_own_logit(model, batch):
     torch.testing.assert_close(
-        ablated_query_logits(model, batch, [], "mean"), model(batch.tokens)[:, -1, 0]
+        ablated_query_logits(model, batch, [], "mean"), model(batch.tokens)[:, -1]
     )
 
 

@@ -18,7 +18,8 @@ import torch
 from icl_mech import RunLockedError, TrainingStopped, load_run, preset, storage, train, trainer
 from icl_mech.cli import main
 from icl_mech.ensemble import train_ensemble
-from icl_mech.sweep import ERROR, plan_sweep, run_status, train_unit
+from icl_mech.sweep import ERROR, available_cores, group_units, plan_sweep, read_index, run_status, train_unit
+from processes import alive, descendants
 
 #: A run of a few seconds: 30 steps, evaluated every 5, checkpointed at 0, 1, 2, 4, 8, 10, 20, 30.
 TINY = {"K": 64, "steps": 30, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
@@ -197,7 +198,7 @@ def test_sigterm_saves_the_step_reached_and_a_sweep_worker_resumes_it_exactly(re
     assert signal.getsignal(signal.SIGTERM) == handler  # the caller's handler is given back
     assert load_run(point.run_dir).steps == [0, 1, 2, 4, 8, 10, 15]
     assert [row["step"] for row in rows(point.run_dir)][-1] == 15
-    assert run_status(point) == "pending" and not (point.run_dir / ERROR).exists()  # stopped, not failed
+    assert run_status(point) == "interrupted" and not (point.run_dir / ERROR).exists()  # stopped, not failed
     monkeypatch.undo()
 
     train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", torch.get_num_threads())
@@ -231,3 +232,54 @@ def test_sigterm_to_the_train_command_exits_143_saying_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert rows(run_dir) == rows(tmp_path / "reference")
     assert_same_weights(weights(run_dir, 600), weights(tmp_path / "reference", 600))
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_stops_every_worker_resumably_and_the_same_command_finishes_it(tmp_path):
+    grid, fixed = {"K": [64, 128, 256], "seed": [0, 1]}, {**TINY, "steps": 300, "checkpoint_every": 50}
+    args = ["sweep", "--grid=K=64,128,256", "--grid=seed=0..1", *(f"--set={k}={v}" for k, v in fixed.items())]
+    args += ["--workers", "2", "--ensemble", "2", "--quiet"]
+    sweep_dir = tmp_path / "sweep"
+    # The same three units trained without interruption in this process, on a worker's thread count.
+    points = plan_sweep(tiny_config(**fixed), grid, tmp_path / "reference")
+    for unit in group_units(points, ensemble=2):
+        train_unit([p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit], "cpu", max(1, available_cores() // 2))
+
+    process = subprocess.Popen([sys.executable, "-m", "icl_mech", *args, "--out", str(sweep_dir)], stderr=subprocess.PIPE, text=True)
+    deadline, children = time.time() + 300, set()
+    # one of the two units in flight is past its first checkpoints, so neither has ended and
+    # the third has not started
+    while not any(storage.checkpoint_path(sweep_dir / run, 16).exists() for run in ("K64-seed0", "K128-seed0")):
+        assert time.time() < deadline and process.poll() is None, "the sweep ended before it could be stopped"
+        children |= descendants(process.pid)
+        time.sleep(0.05)
+    children |= descendants(process.pid)
+    process.send_signal(signal.SIGTERM)  # to the sweep process alone: it stops its workers itself
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 143
+    assert len(children) >= 3  # two workers and the resource tracker
+    deadline = time.time() + 30  # the tracker ends once every process holding its pipe has
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if alive(pid)], "a worker or the resource tracker outlived the sweep"
+    (line,) = stderr.splitlines()
+    assert re.fullmatch(
+        rf"icl-mech sweep: stopped by SIGTERM, every run saved where it stood \({sweep_dir}/index.csv: "
+        r"(\d) pending, (\d) interrupted\); run the same sweep again to continue",
+        line,
+    )
+    status = dict(read_index(sweep_dir)[["run", "status"]].values)
+    leader, laggard = ("K64", "K128") if status["K64-seed0"] == "interrupted" else ("K128", "K64")
+    assert [status[f"{leader}-seed{seed}"] for seed in (0, 1)] == ["interrupted"] * 2
+    assert status[f"{laggard}-seed0"] == status[f"{laggard}-seed1"] in ("interrupted", "pending")
+    assert [status[f"K256-seed{seed}"] for seed in (0, 1)] == ["pending"] * 2
+
+    assert main([*args, "--out", str(sweep_dir)]) == 0
+    assert list(read_index(sweep_dir).status) == ["finished"] * 6
+    for point in points:
+        run_dir = sweep_dir / point.name
+        assert rows(run_dir) == rows(point.run_dir)
+        assert_same_weights(weights(run_dir, 300), weights(point.run_dir, 300))
+        ended, reference_ended = (storage.read_json(d / storage.STATUS) for d in (run_dir, point.run_dir))
+        assert (ended["last_step"], ended["stop_reason"]) == (reference_ended["last_step"], reference_ended["stop_reason"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
-from icl_mech import ConfigError, preset, storage
+from icl_mech import ConfigError, TrainingStopped, preset, storage, trainer
 from icl_mech.trainer import train
 from icl_mech.cli import main
 from icl_mech.sweep import (
@@ -104,7 +107,7 @@ def test_rerunning_a_sweep_skips_finished_runs_and_resumes_interrupted_ones(tmp_
     (interrupted.run_dir / storage.STATUS).unlink()
     kept = storage.checkpoint_path(interrupted.run_dir, 2)
     kept_mtime = kept.stat().st_mtime_ns
-    assert run_status(interrupted) == "pending"
+    assert run_status(interrupted) == "interrupted"
 
     index = run_sweep(base, grid, tmp_path, workers=1, progress=False)
     assert list(index.status) == ["finished", "finished"]
@@ -152,3 +155,40 @@ def test_an_ensemble_unit_trains_every_member_into_its_own_run_directory(tmp_pat
     train_unit([p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit], "cpu", 1)
     assert [run_status(p) for p in points] == ["finished"] * 4
     assert storage.read_json(points[3].run_dir / storage.CONFIG)["task"]["K"] == 128
+
+
+def test_sigterm_before_training_stops_a_one_worker_sweep_once_training_begins(tmp_path, monkeypatch):
+    """With one worker the units train in the sweep process; a SIGTERM that comes while a unit
+    opens its runs (before the trainer's own handler) is resent until training stops at it."""
+    base = tiny_base().override(steps=2000, eval_every=50, checkpoint_every=500)  # many seconds
+    real_build_model = trainer.build_model
+
+    def build_model(config, device):
+        if config.train.seed == 0 and config.task.K == 64:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_build_model(config, device)
+
+    monkeypatch.setattr(trainer, "build_model", build_model)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM, every run saved where it stood \(.*index.csv: "
+                       r"2 pending, 2 interrupted\); run the same sweep again to continue"):
+        run_sweep(base, {"K": [64, 128], "seed": [0, 1]}, tmp_path, workers=1, ensemble=2, progress=False)
+    assert signal.getsignal(signal.SIGTERM) == handler
+    index = read_index(tmp_path)
+    assert list(index.status) == ["interrupted", "interrupted", "pending", "pending"]
+    # stopped in training (only training writes resume state), at the step it reached: which one
+    # depends on when the resent signal lands, step 0 included (before the first update)
+    saved = storage.load_tensors(tmp_path / "K64-seed0" / storage.RESUME)[1]["step"]
+    assert 0 <= int(saved) < 2000
+
+
+def test_a_sweep_ended_by_ctrl_c_leaves_no_run_marked_running(tmp_path, monkeypatch):
+    def stop_reason(history, train_cfg):
+        if history[-1]["step"] == 4:  # checkpointed at 0, 1, 2 before
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(trainer, "stop_reason", stop_reason)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(tiny_base(), {"seed": [0, 1]}, tmp_path, progress=False)
+    assert list(read_index(tmp_path).status) == ["interrupted", "pending"]

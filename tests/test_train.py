@@ -8,9 +8,10 @@ import time
 import pytest
 import torch
 
-from icl_mech import CheckpointError, RunError, load_run, train
+from icl_mech import CheckpointError, RunError, cli, load_run, train
 from icl_mech.model import full_query_logits
-from icl_mech.trainer import checkpoint_steps, evaluate, logistic_loss_and_accuracy
+from icl_mech.readout import loss_and_accuracy
+from icl_mech.trainer import checkpoint_steps, evaluate
 
 from conftest import cpu_config
 
@@ -67,7 +68,7 @@ def test_loaded_checkpoints_reproduce_the_logits_the_trainer_saw(icl_run):
             assert acc == metrics.loc[step, f"{name}_acc"]
             with torch.no_grad():
                 full = full_query_logits(model, eval_sets[name].tokens)
-            full_loss, _ = logistic_loss_and_accuracy(full, eval_sets[name].targets)
+            full_loss, _ = loss_and_accuracy(full, eval_sets[name].targets)
             assert full_loss.item() == pytest.approx(loss, rel=1e-5)
 
 
@@ -176,3 +177,20 @@ def test_missing_or_non_run_directories_give_one_clear_error(tmp_path):
     train(cpu_config(K=64, steps=2, eval_every=1, checkpoint_every=2), tmp_path / "run", progress=False)
     with pytest.raises(RunError, match="step 3 was never checkpointed"):
         load_run(tmp_path / "run").model(3)
+
+
+def test_a_run_the_stopping_rule_ended_goes_on_when_a_resume_turns_the_rule_off(tmp_path, capsys):
+    """docs/SWEEPS.md: the stop fields may change on resume. A run whose new rule no longer ends it
+    continues (can a stopped memorizer still turn to ICL?); with the rule unchanged it stays ended."""
+    out = str(tmp_path / "run")
+    common = ["--K", "64", "--set", "eval_every=2", "--set", "checkpoint_every=4", "--set", "eval_size=64", "--quiet"]
+    assert cli.main(["train", *common, "--steps", "8", "--set", "stop_icl_acc=0.01", "--out", out]) == 0
+    stopped = load_run(out)
+    assert stopped.status["stop_reason"] == "icl" and stopped.status["last_step"] == 0
+    assert cli.main(["train", "--resume", "--out", out, "--quiet"]) == 0  # same rule: nothing to train
+    assert load_run(out).status["last_step"] == 0
+    assert cli.main(["train", "--resume", "--out", out, "--quiet", "--set", "stop_icl_acc=none", "--set", "steps=12"]) == 0
+    resumed = load_run(out)
+    assert resumed.status["last_step"] == 12 and not resumed.status["stopped_early"]
+    assert resumed.metrics.step.tolist() == [0, 1, 2, 4, 6, 8, 10, 12]
+    assert "step 12" in capsys.readouterr().out

@@ -50,7 +50,7 @@ def test_tokens_enter_through_hook_embed_without_start_at_layer(icl_checkpoint):
     assert torch.equal(cache["hook_embed"], batch.tokens)  # paired tokens are the residual stream
     assert "hook_pos_embed" not in cache  # no positions, as in the paper
     assert torch.equal(logits, model(batch.tokens, start_at_layer=0))
-    assert torch.allclose(logits[:, -1, 0], query_logits(model, batch.tokens), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(logits[:, -1], query_logits(model, batch.tokens), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["icl", "near", "memorize"])
@@ -71,7 +71,7 @@ def test_decomposed_residual_stream_of_a_trained_checkpoint_sums_to_the_final_on
     # Our attribution's head term is TransformerLens's head result at the query, through the final LN.
     direction = model.ln_final.w * model.W_U[:, 0]
     expected = cache.apply_ln_to_stack(heads[:, :, -1], layer=None, pos_slice=-1)[0] @ direction
-    assert torch.allclose(logit_attribution(model, batch)["L0H0"], expected, atol=1e-4)
+    assert torch.allclose(logit_attribution(model, batch)["L0H0"][:, 0], expected, atol=1e-4)
 
 
 def test_patching_the_head_from_clean_into_flipped_labels_restores_the_clean_logit(icl_checkpoint):

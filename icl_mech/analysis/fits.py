@@ -10,9 +10,11 @@ from scipy import stats
 from scipy.optimize import curve_fit
 
 from icl_mech.errors import ConfigError
+from icl_mech.readout import chance
 
-#: The sigmoid's floor and ceiling: ICL accuracy goes from chance to perfect.
-CHANCE, PERFECT = 0.5, 1.0
+#: The sigmoid's default floor (chance with two labels) and its ceiling: ICL accuracy goes from
+#: chance (1/L, ``icl_mech.readout.chance``) to perfect.
+CHANCE, PERFECT = chance(2), 1.0
 
 
 def sigmoid_in_log(k: np.ndarray, log_k_star: float, width: float, low: float = CHANCE, high: float = PERFECT) -> np.ndarray:
@@ -34,19 +36,28 @@ class ThresholdFit:
     interval: tuple[float, float]
 
 
-def _fit_log_threshold(k: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_log_threshold(k: np.ndarray, accuracy: np.ndarray, low: float) -> tuple[np.ndarray, np.ndarray]:
     log_k = np.log(k)
-    midpoint = (CHANCE + PERFECT) / 2
+    midpoint = (low + PERFECT) / 2
     above = log_k[accuracy >= midpoint]
     start = above.min() if above.size else log_k.max()
     bounds = ([log_k.min() - 3.0, 0.02], [log_k.max() + 3.0, 5.0])
-    return curve_fit(sigmoid_in_log, k, accuracy, p0=[start, 0.3], bounds=bounds, maxfev=10000)
+    def curve(k: np.ndarray, log_k_star: float, width: float) -> np.ndarray:
+        return sigmoid_in_log(k, log_k_star, width, low)
+
+    return curve_fit(curve, k, accuracy, p0=[start, 0.3], bounds=bounds, maxfev=10000)
 
 
 def fit_threshold(
-    k: np.ndarray, accuracy: np.ndarray, groups: np.ndarray | None = None, n_bootstrap: int = 200, seed: int = 0
+    k: np.ndarray,
+    accuracy: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    low: float = CHANCE,
 ) -> ThresholdFit:
-    """Fit ``accuracy`` (one value per run) against ``k`` with ``sigmoid_in_log``.
+    """Fit ``accuracy`` (one value per run) against ``k`` with ``sigmoid_in_log`` from ``low``
+    (chance, 1/L) to perfect.
 
     The 95% interval is the covariance's, widened to cover the bootstrap interval when
     ``groups`` (each run's seed) are given: seeds are resampled with replacement, keeping all of
@@ -56,7 +67,7 @@ def fit_threshold(
     k, accuracy = np.asarray(k, dtype=float), np.asarray(accuracy, dtype=float)
     if np.unique(k).size < 3:
         raise ConfigError(f"a threshold fit needs runs at 3 or more values of K, got {sorted(set(k))}")
-    (log_k_star, width), covariance = _fit_log_threshold(k, accuracy)
+    (log_k_star, width), covariance = _fit_log_threshold(k, accuracy, low)
     sd = float(np.sqrt(covariance[0, 0])) if np.isfinite(covariance[0, 0]) else float("inf")
     with np.errstate(over="ignore"):  # an unpinned K* has an infinite interval
         interval = (float(np.exp(log_k_star - 1.96 * sd)), float(np.exp(log_k_star + 1.96 * sd)))
@@ -68,7 +79,7 @@ def fit_threshold(
             chosen = rng.choice(labels, size=labels.size)
             rows = np.concatenate([np.flatnonzero(groups == label) for label in chosen])
             if np.unique(k[rows]).size >= 3:
-                estimates.append(_fit_log_threshold(k[rows], accuracy[rows])[0][0])
+                estimates.append(_fit_log_threshold(k[rows], accuracy[rows], low)[0][0])
         low, high = np.exp(np.percentile(estimates, [2.5, 97.5]))
         interval = (min(interval[0], float(low)), max(interval[1], float(high)))
     return ThresholdFit(float(np.exp(log_k_star)), sd, float(width), interval)

@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.fits import fit_threshold
+from icl_mech.analysis.fits import CHANCE, fit_threshold
 from icl_mech.analysis.plotting import MissingRuns, save
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 from icl_mech.errors import ConfigError
+from icl_mech.readout import chance
 
 
 def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = None) -> pd.DataFrame:
@@ -44,7 +45,8 @@ def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = 
             "K_above": above.min() if above.size else np.nan,
         }
         try:
-            fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy())
+            low = chance(int(runs.L.iloc[0])) if "L" in runs else CHANCE  # L varies only across conditions
+            fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy(), low=low)
             row.update(K_star=fit.k_star, K_star_low=fit.interval[0], K_star_high=fit.interval[1],
                        log_K_star_sd=fit.log_k_star_sd, width=fit.width)
         except (ConfigError, RuntimeError):  # too few K, or curve_fit found no optimum
