@@ -201,7 +201,8 @@ def test_ablation_independence_probes_and_report_run_on_a_four_label_run(four_la
     plot_ablation(table, "L = 4", tmp_path / "ablation.png")
     assert (tmp_path / "ablation.png").stat().st_size > 0
     report = write_report(run, tmp_path / "report.html", progress=False)
-    assert report.read_text().count("data:image/png;base64,") == 3  # metrics, probes, cross-ablation
+    # metrics, probes, cross-ablation, and the LLC over training with its chains' traces
+    assert report.read_text().count("data:image/png;base64,") == 5
 
 
 @pytest.mark.parametrize(
