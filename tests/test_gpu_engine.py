@@ -247,10 +247,8 @@ def test_the_captured_path_on_the_cpu_gives_the_eager_run_with_fixed_addresses(t
     _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
 
 
-@pytest.mark.parametrize("eager", [False, True])
-def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsys, eager):
-    """``icl-mech train`` takes the captured path where graphs are recorded (emulated here: the
-    evaluation pass and the update), and ``--eager`` records none."""
+def _recording_captures(monkeypatch) -> list:
+    """Emulated graphs (tests/graph_emulation.py); the returned list gets one entry per graph recorded."""
     emulate_graphs(monkeypatch)
     recorded = []
 
@@ -259,6 +257,14 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
         return emulated_capture(function, generators, device)
 
     monkeypatch.setattr(graphs, "_captured", recording_capture)
+    return recorded
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsys, eager):
+    """``icl-mech train`` takes the captured path where graphs are recorded (emulated here: the
+    evaluation pass and the update), and ``--eager`` records none."""
+    recorded = _recording_captures(monkeypatch)
     args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16",
             "--out", str(tmp_path / "run"), "--quiet"]
     assert cli.main(args + ["--eager"] * eager) == 0
@@ -270,14 +276,7 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
 def test_icl_mech_sweep_records_graphs_unless_eager(tmp_path, monkeypatch, eager):
     """``icl-mech sweep --eager`` is the way on when a capture fails on a sweep's GPU: its units
     train without graphs (emulated here; one worker trains in the sweep process)."""
-    emulate_graphs(monkeypatch)
-    recorded = []
-
-    def recording_capture(function, generators, device):
-        recorded.append(function)
-        return emulated_capture(function, generators, device)
-
-    monkeypatch.setattr(graphs, "_captured", recording_capture)
+    recorded = _recording_captures(monkeypatch)
     args = ["sweep", "--grid", "seed=0,1", "--ensemble", "2", "--out", str(tmp_path / "sweep"), "--quiet",
             *(f"--set={field}={value}" for field, value in {**TINY, "steps": 10}.items())]
     assert cli.main(args + ["--eager"] * eager) == 0
