@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
         _existing_run(out)
     result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager)
     last = result.metrics.iloc[-1]
+    reddy = "".join(f"  {name} {last[name]:.3f}" for name in ("icl_swap_acc", "iwl_iid_acc") if name in last)
     print(
-        f"{out}: step {int(last.step)}  icl_acc {last.icl_acc:.3f}  iwl_acc {last.iwl_acc:.3f}  "
+        f"{out}: step {int(last.step)}  icl_acc {last.icl_acc:.3f}  iwl_acc {last.iwl_acc:.3f}{reddy}  "
         f"train_acc {last.train_acc:.3f}  ({len(result.steps)} checkpoints)"
     )
     return 0

@@ -43,6 +43,14 @@ from probes.query_only import FwdHook, hooked_query_logits, query_activations
 METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
 EVAL_SETS = ("icl", "iwl")
+#: Reddy's two more sets, judged too where a run has them (``TaskConfig.reddy_eval_sets``).
+REDDY_SETS = ("icl_swap", "iwl_iid")
+
+
+def judged_sets(eval_sets: dict[str, Batch]) -> list[str]:
+    """The sets of ``eval_sets`` that ablations and probes report: ICL and IWL, and Reddy's."""
+    return [name for name in (*EVAL_SETS, *REDDY_SETS) if name in eval_sets]
+
 
 def resample_order(n_seq: int, seed: int = 0) -> torch.Tensor:
     """A seeded permutation with no fixed point: sequence i takes activations from sequence order[i]."""
@@ -143,12 +151,12 @@ def ablation_effect(
     set (the intact one, which is the trainer's own evaluation, also records the replacements).
 
     Keys: ``icl_acc``, ``icl_acc_ablated``, ``icl_loss``, ``icl_loss_ablated`` and the same for
-    iwl; ``chance``, the accuracy of guessing (``icl_mech.readout.chance``), for plots.
+    iwl and for Reddy's sets where ``eval_sets`` has them (``judged_sets``); ``chance``, the accuracy of guessing (``icl_mech.readout.chance``), for plots.
     """
     _check_method(method)
     names = [] if method == "zero" else replaced_names(sites)
     row = {"chance": chance(n_labels(model))}
-    for name in EVAL_SETS:
+    for name in judged_sets(eval_sets):
         batch = eval_sets[name]
         intact, cache = query_activations(model, batch, names)
         hooks = _replacement_hooks(cache, sites, method, len(batch), 0)

@@ -35,6 +35,7 @@ from probes.plots import (
     plot_trajectories,
     probe_panels,
 )
+from probes.progress import progress_onsets
 from probes.report import write_report
 from probes.trajectory import trajectory_pca
 from probes.viz import head_patterns_view, write_view
@@ -142,6 +143,9 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.all_steps:
         panels = probe_panels(table)
         _save(table, run, args, "probe", lambda path: plot_columns(table, panels, run.path.name, path))
+        if "context_label_acc" in table and not args.json:  # interleaved: Reddy's progress measures
+            print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump")
+            print(_table(progress_onsets(table), index=False))
     return 0
 
 
@@ -175,7 +179,10 @@ def run_viz(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     step = _steps(run, args.step)[0]
     device = resolve_device(args.device)
-    view = head_patterns_view(run.model(step, device), run.eval_sets(device)[args.set], args.index)
+    eval_sets = run.eval_sets(device)
+    if args.set not in eval_sets:
+        raise RunError(f"{run.path} has no {args.set} set: it was trained without reddy_eval_sets")
+    view = head_patterns_view(run.model(step, device), eval_sets[args.set], args.index)
     title = f"{run.path.name}, step {step}: attention of every head on {args.set} sequence {args.index}"
     with storage.naming_write_failures(args.out):
         print(f"wrote {write_view(view, args.out, title)}")
@@ -275,7 +282,10 @@ def register_probe(subparsers: argparse._SubParsersAction) -> None:
         "probe", help="attention-pattern scores and logit attribution",
         description="Per head: match score (attention from the query to the context tokens holding "
         "its item) and previous-token score; per component: mean direct logit attribution toward "
-        "the correct label on the ICL and IWL sets.",
+        "the correct label on the ICL and IWL sets. Interleaved runs add the two-layer circuit's "
+        "scores (induction, label previous-token, label attention) and the share of predictions "
+        "that are a label of the context; with --all-steps, Reddy (2024)'s progress measures are "
+        "dated against ICL's jump (the steps each covered a tenth and half of its rise).",
     )
     _add_common(parser)
     parser.set_defaults(handler=run_probe)
@@ -308,7 +318,10 @@ def register_viz(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common(parser, over_time=False)
     parser.add_argument("--step", type=int, help="checkpointed step (default: the last)")
-    parser.add_argument("--set", choices=("icl", "iwl", "train"), default="icl", help="evaluation set (default icl)")
+    parser.add_argument(
+        "--set", choices=("icl", "iwl", "train", "icl_swap", "iwl_iid"), default="icl",
+        help="evaluation set (default icl; icl_swap and iwl_iid in runs with Reddy's sets, docs/REDDY.md)",
+    )
     parser.add_argument("--index", type=int, default=0, help="sequence of the set (default 0)")
     parser.add_argument("--out", required=True, type=_file_to_write, help="HTML file to write")
     parser.set_defaults(handler=run_viz)

@@ -2,7 +2,10 @@
 
 ICL there takes two heads: a previous-token head lets each label token l_i copy its item x_i
 (the token just before it), then an induction head attends from the query x_q to the label token
-whose copied item matches x_q and reads the label. Both scores are pure functions
+whose copied item matches x_q and reads the label. Reddy (2024) finds progress measures that move
+before ICL's abrupt jump: the query attending to label tokens at all (``label_attention_score``)
+and the prediction being one of the context's labels (``context_label_accuracy``), his first
+stage, before the previous-token and induction heads form. The scores are pure functions
 ``(model, batch) -> Float[Tensor, "layer head"]`` read from ``blocks.L.attn.hook_pattern``, like
 those in ``probes.head_scores``, and are registered with them in ``INTERLEAVED_SCORES``.
 """
@@ -14,6 +17,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from icl_mech.model import query_logits
+from icl_mech.readout import predictions
 from icl_mech.sampler import Batch
 from probes.head_scores import attention_patterns, query_attention, query_matches
 
@@ -53,6 +58,32 @@ def induction_chance(batch: Batch) -> float:
     return (query_label_positions(batch).sum(dim=1) / batch.tokens.shape[1]).mean().item()
 
 
+def label_attention_score(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer head"]:
+    """Attention mass from the query to all label tokens, whichever item they follow (Reddy's
+    target-labels association): a head that reads labels before it can tell which one is right."""
+    query_rows = query_attention(model, batch)
+    labels = label_tokens(batch).to(query_rows.dtype)
+    return torch.einsum("lbhs,bs->lbh", query_rows, labels).mean(dim=1)
+
+
+def label_attention_chance(batch: Batch) -> float:
+    """The label attention score of uniform attention: the share of label tokens in a sequence."""
+    return (label_tokens(batch).sum(dim=1) / batch.tokens.shape[1]).float().mean().item()
+
+
+def context_label_accuracy(model: HookedTransformer, batch: Batch) -> float:
+    """Fraction of queries whose predicted label is one of the labels the context shows.
+
+    Reddy's first stage: the network learns to answer with a label from the context before it
+    can find the right one, so ICL accuracy plateaus at 1/(labels in the context) while this is
+    near 1. Guessing among all L labels scores (labels in the context) / L.
+    """
+    n_labels = model.cfg.d_vocab
+    shown = batch.tokens[..., -n_labels:].amax(dim=1) > 0  # batch label: the one-hot label tokens, pooled
+    predicted = predictions(query_logits(model, batch.tokens))
+    return shown.gather(1, predicted[:, None]).float().mean().item()
+
+
 def label_previous_token_score(model: HookedTransformer, batch: Batch) -> Float[Tensor, "layer head"]:
     """Mean attention from each label token to the item token just before it.
 
@@ -75,4 +106,8 @@ def label_previous_token_chance(batch: Batch) -> float:
 
 
 #: Score name -> score function, merged into circuit detection next to ``HEAD_SCORES``.
-INTERLEAVED_SCORES = {"induction": induction_score, "label_previous_token": label_previous_token_score}
+INTERLEAVED_SCORES = {
+    "induction": induction_score,
+    "label_previous_token": label_previous_token_score,
+    "label_attention": label_attention_score,
+}

@@ -13,13 +13,15 @@ from icl_mech.readout import chance, n_labels
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
 from icl_mech.trainer import evaluate
-from probes.ablation import EVAL_SETS, ablation_effect
+from probes.ablation import EVAL_SETS, ablation_effect, judged_sets
 from probes.attribution import attribution_toward_target
 from probes.circuits import Head, Site, circuit_sites
 from probes.head_scores import match_chance, match_score, previous_token_score
 from probes.interleaved_scores import (
     INTERLEAVED_SCORES,
+    context_label_accuracy,
     induction_chance,
+    label_attention_chance,
     label_previous_token_chance,
     label_tokens,
 )
@@ -74,11 +76,11 @@ def ablate_run(
 
 
 def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict[str, float]:
-    """Accuracies (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set) and
+    """Accuracies on ``judged_sets`` (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set) and
     the mean direct logit attribution toward the correct label of every component (on the ICL
     and the IWL set)."""
     row: dict[str, float] = {"chance": chance(n_labels(model))}
-    for name in EVAL_SETS:
+    for name in judged_sets(eval_sets):
         row[f"{name}_acc"] = evaluate(model, eval_sets[name])[1]
     n_heads, icl = model.cfg.n_heads, eval_sets["icl"]
     scores = {"match": match_score, "prev": previous_token_score}
@@ -86,6 +88,8 @@ def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict
         scores |= INTERLEAVED_SCORES
         row["induction_chance"] = induction_chance(icl)
         row["label_previous_token_chance"] = label_previous_token_chance(icl)
+        row["label_attention_chance"] = label_attention_chance(icl)
+        row["context_label_acc"] = context_label_accuracy(model, icl)
     for score_name, score in scores.items():
         for index, value in enumerate(score(model, icl).flatten().tolist()):
             layer, head = divmod(index, n_heads)

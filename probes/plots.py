@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-COLORS = {"icl": "tab:blue", "iwl": "tab:orange"}
+COLORS = {"icl": "tab:blue", "iwl": "tab:orange", "icl_swap": "tab:cyan", "iwl_iid": "tab:red"}
 #: A figure's panels: (y label, the table's columns drawn in it).
 Panels = Sequence[tuple[str, Sequence[str]]]
 
@@ -22,9 +22,15 @@ def _points(n_points: int) -> dict:
     return {"marker": "o", "markersize": 4} if n_points <= 30 else {}
 
 
+def _sets(table: pd.DataFrame) -> dict[str, str]:
+    """The evaluation sets whose accuracy ``table`` has (Reddy's only in runs with them) -> colour."""
+    return {name: color for name, color in COLORS.items() if f"{name}_acc" in table}
+
+
 def _steps_axis(axes: Axes) -> None:
     # Checkpoints are log-spaced early and even later; symlog shows both (and step 0).
     axes.set_xscale("symlog", linthresh=1)
+    axes.set_xlim(left=0)  # a horizontal line (chance) would otherwise pull the axis below step 0
     axes.set_xlabel("training step")
     axes.grid(alpha=0.3)
 
@@ -46,7 +52,7 @@ def plot_ablation(table: pd.DataFrame, title: str, path: str | Path) -> None:
     """ICL and IWL accuracy over training, intact (solid) and ablated (dashed), and chance."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
-    for name, color in COLORS.items():
+    for name, color in _sets(table).items():
         points = _points(len(table))
         axes.plot(table.step, table[f"{name}_acc"], color=color, label=f"{name.upper()} intact", **points)
         axes.plot(
@@ -87,11 +93,16 @@ METRICS_PANELS: Panels = [
 
 
 def probe_panels(table: pd.DataFrame) -> Panels:
-    """``probes.over_time.probe_run``'s table: accuracy, attention scores per head, direct logit
-    attribution of every component on the ICL and IWL sets."""
+    """``probes.over_time.probe_run``'s table: accuracy, attention scores per head (and, for an
+    interleaved run, its two-layer circuit's scores), direct logit attribution of every component
+    on the ICL and IWL sets."""
     return [
-        ("accuracy", ["icl_acc", "iwl_acc"]),
+        ("accuracy", [f"{name}_acc" for name in _sets(table)] + _starting(table, "context_label")),
         ("attention score", _starting(table, "match") + _starting(table, "prev")),
+        *[("interleaved circuit score", circuit) for circuit in [
+            [column for prefix in ("induction_L", "label_previous_token_L", "label_attention_L")
+             for column in _starting(table, prefix)]
+        ] if circuit],
         ("DLA toward target, ICL set", _starting(table, "icl_dla_")),
         ("DLA toward target, IWL set", _starting(table, "iwl_dla_")),
     ]
@@ -117,7 +128,7 @@ def plot_llc(table: pd.DataFrame, metrics: pd.DataFrame, title: str, path: str |
     data = list(dict.fromkeys(table["data"]))
     figure = Figure(figsize=(7, 3 * (1 + len(data))), layout="constrained")
     panels = figure.subplots(1 + len(data), squeeze=False, sharex=True)[:, 0]
-    for name, color in COLORS.items():
+    for name, color in _sets(metrics).items():
         panels[0].plot(metrics.step, metrics[f"{name}_acc"], color=color, label=f"{name.upper()} acc", **_points(len(metrics)))
     _accuracy_axis(panels[0], metrics)
     panels[0].legend(fontsize="small")

@@ -119,9 +119,15 @@ def test_cpu_reddy_reads_labels_from_the_context_above_chance_within_seconds(tmp
     (ICL accuracy towards 1/4, the 4 classes of a context), far above chance 1/32, on both ICL
     sets; the induction head comes later (docs/REDDY.md)."""
     config = preset("cpu-reddy").override(steps=40, eval_every=40, checkpoint_every=40, eval_size=300)
-    metrics = train(config, tmp_path / "run", progress=False).metrics.iloc[-1]
+    run = train(config, tmp_path / "run", progress=False)
+    metrics = run.metrics.iloc[-1]
     assert config.task.L == 32 and min(metrics.icl_acc, metrics.icl_swap_acc) > 3 * chance(32)
     assert metrics.iwl_iid_acc < 2 * chance(32)
+    # The progress measure behind the plateau: the answer is a label of the context (4 of 32
+    # labels: 1/8 when guessing) long before it is the right one.
+    probes = probe_run(run, steps=[0, 40], progress=False).set_index("step")
+    assert probes.context_label_acc[0] < 0.3 and probes.context_label_acc[40] > 0.8
+    assert probes.icl_acc[40] < 0.5 and set(probes.columns) >= {"icl_swap_acc", "iwl_iid_acc"}
 
 
 @pytest.fixture(scope="module")

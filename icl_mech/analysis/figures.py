@@ -9,6 +9,7 @@ import pandas as pd
 
 from icl_mech.analysis.icl_time import icl_time_figure
 from icl_mech.analysis.memorization import memorization_figure
+from icl_mech.analysis.phase import phase_figure
 from icl_mech.analysis.plotting import MissingRuns
 from icl_mech.analysis.sweep_table import Levels, load_sweeps
 from icl_mech.analysis.threshold_scaling import threshold_scaling_figure
@@ -24,6 +25,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path, Levels], str]] = {
     "icl_time": icl_time_figure,
     "transience": transience_figure,
     "equalized": equalized_figure,
+    "phase": phase_figure,
 }
 
 

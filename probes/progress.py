@@ -1,0 +1,54 @@
+"""When Reddy (2024)'s progress measures move, against ICL's abrupt jump.
+
+Reddy finds that ICL in the interleaved task arrives abruptly after a plateau, and that
+measures of the network's inner state move before it: the query attending to label tokens, the
+prediction being one of the context's labels, the previous-token head. The measures are columns
+of ``probes.over_time.probe_run``'s table on an interleaved run (``icl-mech probe --all-steps``).
+A measure's rise runs from its lowest value before its largest to that largest (a score can dip
+first, as the previous-token score does while the network settles on the context's labels); it
+is dated twice, when it has covered a tenth of that rise (it starts) and half of it. ICL's jump
+is the step ICL accuracy covers half its whole rise: the plateau of the first stage (1/(labels
+in a context)) lies below that halfway mark, so the date is the jump's, not the first stage's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Column prefixes of the progress measures in ``probe_run``'s table (one column per head for scores).
+MEASURES = ("context_label_acc", "label_attention_L", "label_previous_token_L", "induction_L")
+
+
+def rise_step(steps: np.ndarray, values: np.ndarray, fraction: float, from_trough: bool = True) -> float:
+    """The first step at which ``values`` have covered ``fraction`` of their rise to their largest
+    value: from the lowest value before it (``from_trough``), or from the first value."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    peak = int(np.argmax(values))
+    start = int(np.argmin(values[: peak + 1])) if from_trough else 0
+    level = values[start] + fraction * (values[peak] - values[start])
+    return float(steps[start + np.flatnonzero(values[start:] >= level)[0]])
+
+
+def progress_onsets(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per progress measure in ``table`` (ICL accuracy first): its lowest value before
+    its largest, the largest, the rise between, the steps it covered a tenth and half of that
+    rise, and whether it started before ICL's jump (ICL accuracy's half-rise step).
+
+    Raises ValueError on a table without the measures (a run in the paired format)."""
+    columns = [column for prefix in MEASURES for column in table.columns if column.startswith(prefix)]
+    if not columns:
+        raise ValueError("progress measures need probe_run's table of an interleaved run")
+    steps = table.step.to_numpy()
+    jump = rise_step(steps, table.icl_acc.to_numpy(), 0.5, from_trough=False)
+    rows = []
+    for column in columns:
+        values = table[column].to_numpy(dtype=float)
+        peak = int(np.argmax(values))
+        trough = values[: peak + 1].min()
+        start = rise_step(steps, values, 0.1)
+        rows.append({
+            "measure": column, "lowest": trough, "largest": values[peak], "rise": values[peak] - trough,
+            "start_step": start, "half_step": rise_step(steps, values, 0.5), "starts_before_icl": start < jump,
+        })
+    return pd.DataFrame(rows).assign(icl_jump_step=jump)

@@ -1,0 +1,107 @@
+"""Reddy (2024)'s analyses: phase diagrams of final ICL and IWL over swept data fields
+(icl_mech.analysis.phase, `icl-mech figures --only phase`) and the dating of his progress
+measures against ICL's jump (probes.progress)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from icl_mech import preset
+from icl_mech.analysis.phase import phase_figure
+from icl_mech.analysis.plotting import MissingRuns
+from icl_mech.analysis.sweep_table import Levels
+from icl_mech.cli import main
+from icl_mech.run import load_run
+from icl_mech.trainer import train
+from probes.progress import progress_onsets, rise_step
+
+TINY = {"steps": 10, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def reddy_sweep(tmp_path_factory):
+    """Eight tiny runs of the cpu-reddy preset: B x K x 2 seeds."""
+    out = tmp_path_factory.mktemp("reddy_sweep")
+    base = preset("cpu-reddy").override(**TINY)
+    for b in (1, 2):
+        for k in (64, 256):
+            for seed in (0, 1):
+                train(base.override(B=b, K=k, seed=seed), out / f"B{b}-K{k}-seed{seed}", progress=False)
+    return out
+
+
+def test_phase_figure_of_a_b_by_k_sweep_averages_each_point_over_its_seeds(reddy_sweep, tmp_path, capsys):
+    assert main(["figures", "--sweep", str(reddy_sweep), "--only", "phase", "--out", str(tmp_path)]) == 0
+    assert "4 points over B x K" in capsys.readouterr().out
+    assert (tmp_path / "phase.png").stat().st_size > 10_000
+    points = pd.read_csv(tmp_path / "phase.csv").set_index(["B", "K"])
+    assert len(points) == 4 and (points.runs == 2).all()
+    for b, k in points.index:
+        finals = [load_run(reddy_sweep / f"B{b}-K{k:.0f}-seed{seed}").metrics.iloc[-1] for seed in (0, 1)]
+        for name in ("icl", "icl_swap", "iwl_iid"):  # Reddy's IWL is on classes drawn at random
+            expected = np.mean([final[f"{name}_acc"] for final in finals])
+            assert points.loc[(b, k), f"{name}_acc_mean"] == pytest.approx(expected, abs=1e-6)
+
+
+def _table(**columns) -> pd.DataFrame:
+    """A load_sweeps-like table of made-up final accuracies."""
+    size = len(next(iter(columns.values())))
+    base = {"run": [f"r{i}" for i in range(size)], "frozen": "", "L": 32, "K": 1024.0, "seed": 0,
+            "icl_swap_acc": np.nan, "iwl_iid_acc": np.nan, "iwl_acc": 0.0, "train_acc": 1.0,
+            "final_step": 100, "t_icl": np.nan, "steps": 100, "uncommitted": True}
+    return pd.DataFrame({**base, **columns})
+
+
+def test_phase_summary_names_where_icl_and_iwl_coexist_and_falls_back_to_the_iwl_set(tmp_path):
+    table = _table(
+        zipf_alpha=[0.0, 0.0, 1.0, 1.0, 2.0, 2.0], seed=[0, 1] * 3,
+        icl_acc=[0.9, 1.0, 0.7, 0.6, 0.1, 0.2], iwl_acc=[0.0, 0.1, 0.6, 0.7, 0.9, 0.8],
+    )
+    summary = phase_figure(table, tmp_path, Levels())
+    assert summary == (
+        "3 points over zipf_alpha: ICL above IWL at 1, IWL above ICL at 2; both >= 0.5 at 1 (zipf_alpha=1)"
+    )
+    points = pd.read_csv(tmp_path / "phase.csv")  # without Reddy's sets: IWL on the query-absent set
+    assert list(points.iwl_acc_mean) == pytest.approx([0.05, 0.65, 0.85])
+    assert "icl_swap_acc_mean" not in points
+
+
+def test_phase_refuses_sweeps_varying_no_field_or_more_than_two(tmp_path):
+    with pytest.raises(MissingRuns, match="these vary none"):
+        phase_figure(_table(icl_acc=[0.5, 0.6], seed=[0, 1]), tmp_path, Levels())
+    three = _table(B=[1, 2], epsilon=[0.0, 0.1], K=[64.0, 256.0], icl_acc=[0.5, 0.6])
+    with pytest.raises(MissingRuns, match=r"these vary \['B', 'epsilon', 'K'\]"):
+        phase_figure(three, tmp_path, Levels())
+
+
+def test_progress_measures_are_dated_from_their_trough_against_icls_jump():
+    steps = np.arange(0, 1000, 100)
+    rising = lambda at: np.where(steps >= at, 1.0, 0.1)  # noqa: E731 (a step up at ``at``)
+    dipping = np.array([0.2, 0.1, 0.05, 0.05, 0.2, 0.6, 0.6, 0.6, 0.6, 0.6])  # dips, then rises before ICL
+    table = pd.DataFrame({
+        "step": steps, "icl_acc": [0.03, 0.25, 0.25, 0.25, 0.25, 0.25, 0.95, 1.0, 1.0, 1.0],
+        "context_label_acc": rising(100), "label_attention_L1H0": rising(300),
+        "label_previous_token_L0H0": dipping, "induction_L1H0": rising(700), "match_L0H0": rising(0),
+    })
+    onsets = progress_onsets(table).set_index("measure")
+    assert list(onsets.index) == ["context_label_acc", "label_attention_L1H0", "label_previous_token_L0H0", "induction_L1H0"]
+    assert (onsets.icl_jump_step == 600).all()  # the second rise: the first stage's plateau is below halfway
+    assert list(onsets.start_step) == [100, 300, 400, 700] and list(onsets.half_step) == [100, 300, 500, 700]
+    assert list(onsets.starts_before_icl) == [True, True, True, False]
+    assert onsets.lowest["label_previous_token_L0H0"] == 0.05 and onsets.rise["label_previous_token_L0H0"] == pytest.approx(0.55)
+    assert rise_step(steps, np.linspace(0, 1, 10), 0.5) == 500
+    assert rise_step(steps, dipping, 0.5, from_trough=False) == 500  # from the first value: 0.2 -> 0.6
+    with pytest.raises(ValueError, match="interleaved run"):
+        progress_onsets(table[["step", "icl_acc"]])
+
+
+def test_viz_shows_reddys_sets_and_names_a_run_without_them(reddy_sweep, tmp_path, capsys):
+    run = reddy_sweep / "B2-K64-seed0"
+    assert main(["viz", "--run", str(run), "--set", "iwl_iid", "--out", str(tmp_path / "iid.html")]) == 0
+    assert (tmp_path / "iid.html").stat().st_size > 1000
+    plain = train(preset("cpu-interleaved").override(**TINY, K=64), tmp_path / "plain", progress=False)
+    assert main(["viz", "--run", str(plain.path), "--set", "icl_swap", "--out", str(tmp_path / "swap.html")]) == 2
+    assert "has no icl_swap set: it was trained without reddy_eval_sets" in capsys.readouterr().err
+    assert not (tmp_path / "swap.html").exists()
