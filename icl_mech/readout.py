@@ -17,6 +17,7 @@ Logits always carry a trailing logit dimension, ``[batch n_logits]`` with n_logi
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -57,6 +58,14 @@ def per_sequence_loss(logits: Float[Tensor, "batch n_logits"], targets: Int[Tens
     if logits.shape[-1] == 1:
         return F.binary_cross_entropy_with_logits(logits[..., 0], targets.float(), reduction="none")
     return F.cross_entropy(logits, targets, reduction="none")
+
+
+def probabilities(logits: Float[Tensor, "*batch n_logits"]) -> Float[Tensor, "*batch label"]:
+    """The predicted distribution over the labels (two columns for the one logit of L = 2)."""
+    if logits.shape[-1] == 1:
+        label_1 = torch.sigmoid(logits)
+        return torch.cat([1 - label_1, label_1], dim=-1)
+    return torch.softmax(logits, dim=-1)
 
 
 def predictions(logits: Float[Tensor, "*batch n_logits"]) -> Int[Tensor, " *batch"]:

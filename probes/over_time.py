@@ -17,6 +17,7 @@ from probes.ablation import EVAL_SETS, ablation_effect, judged_sets
 from probes.attribution import attribution_toward_target
 from probes.circuits import Head, Site, circuit_sites
 from probes.head_scores import match_chance, match_score, previous_token_score
+from probes.induction_model import induction_fit
 from probes.interleaved_scores import (
     INTERLEAVED_SCORES,
     context_label_accuracy,
@@ -76,7 +77,8 @@ def ablate_run(
 
 
 def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict[str, float]:
-    """Accuracies on ``judged_sets`` (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set) and
+    """Accuracies on ``judged_sets`` (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set;
+    interleaved runs add their circuit's scores and the two-parameter induction-head model's fit) and
     the mean direct logit attribution toward the correct label of every component (on the ICL
     and the IWL set)."""
     row: dict[str, float] = {"chance": chance(n_labels(model))}
@@ -90,6 +92,9 @@ def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict
         row["label_previous_token_chance"] = label_previous_token_chance(icl)
         row["label_attention_chance"] = label_attention_chance(icl)
         row["context_label_acc"] = context_label_accuracy(model, icl)
+        fit = induction_fit(model, icl)
+        row |= {"ih_beta": fit.beta, "ih_gamma": fit.gamma, "ih_model_target_prob": fit.model_target_prob,
+                "ih_network_target_prob": fit.network_target_prob}
     for score_name, score in scores.items():
         for index, value in enumerate(score(model, icl).flatten().tolist()):
             layer, head = divmod(index, n_heads)

@@ -12,7 +12,7 @@ from icl_mech import ConfigError, preset, train
 from icl_mech.config import RunConfig, TaskConfig
 from icl_mech.ensemble import train_ensemble
 from icl_mech.model import build_model, query_logits
-from icl_mech.readout import chance, loss_and_accuracy, n_labels, predictions, toward_target
+from icl_mech.readout import chance, loss_and_accuracy, n_labels, predictions, probabilities, toward_target
 from icl_mech.sampler import TRAINING_MODES, make_eval_sets, sample_batch, stream_generator, training_pool
 from probes.ablation import ablation_effect
 from probes.circuits import circuit_sites
@@ -56,14 +56,15 @@ def test_two_labels_train_bit_for_bit_as_the_one_logit_logistic_model(tmp_path):
 
 
 def test_one_logit_readout_is_the_two_logit_softmax_readout():
-    """L = 2's one logit z is the difference of two softmax logits (0, z): same loss, prediction
-    and logit toward the target, so the L = 2 model is the L-label readout at L = 2."""
+    """L = 2's one logit z is the difference of two softmax logits (0, z): same loss, prediction,
+    distribution and logit toward the target, so the L = 2 model is the L-label readout at L = 2."""
     logit = torch.randn(64, 1, generator=torch.Generator().manual_seed(0))
     targets = torch.randint(2, (64,), generator=torch.Generator().manual_seed(1))
     pair = torch.cat([torch.zeros_like(logit), logit], dim=-1)
     for one, two in zip(loss_and_accuracy(logit, targets), loss_and_accuracy(pair, targets)):
         torch.testing.assert_close(one, two)
     assert torch.equal(predictions(logit), predictions(pair))
+    torch.testing.assert_close(probabilities(logit), probabilities(pair))
     torch.testing.assert_close(toward_target(logit, targets), toward_target(pair, targets))
 
 

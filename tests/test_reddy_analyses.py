@@ -1,20 +1,25 @@
 """Reddy (2024)'s analyses: phase diagrams of final ICL and IWL over swept data fields
-(icl_mech.analysis.phase, `icl-mech figures --only phase`) and the dating of his progress
-measures against ICL's jump (probes.progress)."""
+(icl_mech.analysis.phase, `icl-mech figures --only phase`), the dating of his progress
+measures against ICL's jump (probes.progress) and the two-parameter induction-head model
+(probes.induction_model)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from icl_mech import preset
 from icl_mech.analysis.phase import phase_figure
 from icl_mech.analysis.plotting import MissingRuns
 from icl_mech.analysis.sweep_table import Levels
 from icl_mech.cli import main
+from icl_mech.config import TaskConfig
 from icl_mech.run import load_run
+from icl_mech.sampler import make_eval_sets, training_pool
 from icl_mech.trainer import train
+from probes.induction_model import context_of, fit_induction_model, model_log_probs
 from probes.progress import progress_onsets, rise_step
 
 TINY = {"steps": 10, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 32}
@@ -105,3 +110,18 @@ def test_viz_shows_reddys_sets_and_names_a_run_without_them(reddy_sweep, tmp_pat
     assert main(["viz", "--run", str(plain.path), "--set", "icl_swap", "--out", str(tmp_path / "swap.html")]) == 2
     assert "has no icl_swap set: it was trained without reddy_eval_sets" in capsys.readouterr().err
     assert not (tmp_path / "swap.html").exists()
+
+
+def test_induction_model_recovers_known_parameters_and_reads_items_and_labels_from_tokens():
+    task = TaskConfig(format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=500, reddy_eval_sets=True)
+    icl = make_eval_sets(task, training_pool(task, 0), 0)["icl"]
+    similarity, labels = context_of(icl, 32)
+    assert torch.equal(labels, icl.labels[:, 1:-1:2])  # each label token's label
+    query_item = icl.item_ids[:, -1:]
+    matching = icl.item_ids[:, :-1:2] == query_item  # the query's class, B = 2 times in each context
+    assert (matching.sum(dim=1) == 2).all()
+    # items have norm about 1 and independent classes are near-orthogonal
+    assert similarity[matching].mean() > 0.9 and similarity[~matching].abs().mean() < 0.3
+    target = model_log_probs(torch.tensor(6.0), torch.tensor(4.0), similarity, labels, 32).exp()
+    beta, gamma = fit_induction_model(target, similarity, labels)
+    assert beta == pytest.approx(6.0, rel=0.02) and gamma == pytest.approx(4.0, rel=0.02)
