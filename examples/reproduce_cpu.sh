@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The CPU-scale reproduction behind docs/REPRODUCTION.md: every sweep, then every figure.
 #
-#   bash examples/reproduce_cpu.sh [OUT] [WORKERS]     (defaults: ./repro, 2)
+#   bash examples/reproduce_cpu.sh [OUT] [WORKERS] [PART]     (defaults: ./repro, 2, all)
 #
+# PART `reddy` runs only the sweeps and figures of Reddy (2024)'s setting (docs/REDDY.md).
 # Each sweep skips finished runs and resumes interrupted ones, so re-running the script after an
 # interruption picks up where it stopped. It prints each sweep's wall-clock time and the total.
 set -euo pipefail
 
 OUT=${1:-repro}
 WORKERS=${2:-2}
+PART=${3:-all}
 SWEEPS="$OUT/sweeps"
 FIGURES="$OUT/figures"
 # The transition sweeps: 3000 Adam steps, or until ICL accuracy reaches 0.95.
@@ -42,13 +44,43 @@ sweep transience --grid weight_decay_attn=0,0.1 --grid seed=0..1 --set K=3072 --
 sweep two_layers --grid K=256,512,...,4096 --grid seed=0..1 --set n_layers=2 "${BUDGET[@]}"
 sweep interleaved --preset cpu-interleaved --grid K=256,1024,4096,16384 --grid seed=0..1
 
-echo "all sweeps: $((SECONDS - START)) s"
-
 figures() {  # figures NAME ARGS...: `icl-mech figures` into $FIGURES/NAME
     local name=$1
     shift
     icl-mech figures "$@" --out "$FIGURES/$name"
 }
+
+reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/REDDY.md)
+    local began=$SECONDS
+    # Phase diagrams: final ICL (novel classes) and IWL (random classes) over B and K, and over
+    # epsilon and K (B = 2; epsilon 0.1 is the preset, run in reddy_b_k), 2000 steps, 2 seeds a
+    # point trained as ensembles.
+    local grid=(--preset cpu-reddy --set steps=2000 --set eval_every=100 --set checkpoint_every=500 --ensemble 2)
+    sweep reddy_b_k --grid B=1,2,4 --grid K=64,256,...,16384 --grid seed=0..1 "${grid[@]}"
+    sweep reddy_eps_k --grid epsilon=0,0.4 --grid K=64,256,...,16384 --grid seed=0..1 "${grid[@]}"
+    # ICL and IWL coexisting under a Zipf rank-frequency law over the classes.
+    sweep reddy_zipf --grid zipf_alpha=0,0.5,1,1.5,2 --grid seed=0..1 --set K=16384 "${grid[@]}"
+    # Abrupt ICL: 4 seeds with a checkpoint every 100 steps, then head scores over training and
+    # each head ablated at the end.
+    sweep reddy_abrupt --preset cpu-reddy --grid seed=0..3 --set steps=2000 --ensemble 2
+    figures reddy_b_k --sweep "$SWEEPS/reddy_b_k" --only phase
+    figures reddy_eps_k --sweep "$SWEEPS/reddy_eps_k" --sweep "$SWEEPS/reddy_b_k" --where B=2 --only phase
+    figures reddy_zipf --sweep "$SWEEPS/reddy_zipf" --only phase
+    for seed in 0 1 2 3; do
+        icl-mech probe --run "$SWEEPS/reddy_abrupt/seed$seed" --all-steps --out "$FIGURES/reddy_abrupt/seed$seed" --quiet
+    done
+    for circuit in induction previous-token; do
+        icl-mech ablate --run "$SWEEPS/reddy_abrupt/seed0" --circuit "$circuit"
+    done
+    echo "reddy: $((SECONDS - began)) s"
+}
+if [ "$PART" = reddy ]; then
+    reddy
+    exit 0
+fi
+
+echo "all sweeps: $((SECONDS - START)) s"
+
 figures n20 --sweep "$SWEEPS/transition_n20"
 figures scaling --sweep "$SWEEPS/transition_n10" --sweep "$SWEEPS/transition_n20" \
     --sweep "$SWEEPS/transition_n40" --sweep "$SWEEPS/memorization"
@@ -81,6 +113,7 @@ done
 for circuit in induction previous-token; do
     icl-mech ablate --run "$SWEEPS/interleaved/K4096-seed0" --circuit "$circuit"
 done
+reddy
 echo "total: $((SECONDS - START)) s"
 
 # Claims 3b and 4 from converged runs (about 2.6 hours more on this machine: docs/REPRODUCTION.md). K* predicted before

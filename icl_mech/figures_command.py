@@ -30,10 +30,17 @@ def levels_from(args: argparse.Namespace, fields: dict[str, str]) -> Levels:
     return Levels(**{name: getattr(args, f"{name}_level") for name in fields})
 
 
+def _field_value(text: str) -> tuple[str, str]:
+    field, equals, value = text.partition("=")
+    if not equals or not field or not value:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    return field, value
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
     levels = levels_from(args, LEVEL_HELP)
-    for name, summary in make_figures(args.sweep, out, args.only, levels).items():
+    for name, summary in make_figures(args.sweep, out, args.only, levels, dict(args.where)).items():
         print(f"{name}: {summary}")
     print(f"written to {out}")
     return 0
@@ -51,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
     parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
+    parser.add_argument(
+        "--where", type=_field_value, action="append", default=[], metavar="FIELD=VALUE",
+        help="only the runs with this config value (repeatable), e.g. --where B=2 to read the B = 2 "
+        "runs of a B x K sweep beside an epsilon x K one",
+    )
     parser.add_argument("--out", help="where figures go (default: <first sweep>/figures)")
     add_level_options(parser, LEVEL_HELP)
     parser.set_defaults(handler=run)

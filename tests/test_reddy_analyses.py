@@ -125,3 +125,12 @@ def test_induction_model_recovers_known_parameters_and_reads_items_and_labels_fr
     target = model_log_probs(torch.tensor(6.0), torch.tensor(4.0), similarity, labels, 32).exp()
     beta, gamma = fit_induction_model(target, similarity, labels)
     assert beta == pytest.approx(6.0, rel=0.02) and gamma == pytest.approx(4.0, rel=0.02)
+
+
+def test_figures_where_reads_one_slice_of_pooled_sweeps(reddy_sweep, tmp_path, capsys):
+    args = ["figures", "--sweep", str(reddy_sweep), "--only", "phase", "--out", str(tmp_path)]
+    assert main([*args, "--where", "B=2"]) == 0
+    assert "2 points over K" in capsys.readouterr().out
+    assert list(pd.read_csv(tmp_path / "phase.csv").K) == [64, 256]
+    assert main([*args, "--where", "B=3"]) == 2
+    assert "--where B=3: no run has it (values: ['1', '2'])" in capsys.readouterr().err

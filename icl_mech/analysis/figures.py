@@ -11,7 +11,7 @@ from icl_mech.analysis.icl_time import icl_time_figure
 from icl_mech.analysis.memorization import memorization_figure
 from icl_mech.analysis.phase import phase_figure
 from icl_mech.analysis.plotting import MissingRuns
-from icl_mech.analysis.sweep_table import Levels, load_sweeps
+from icl_mech.analysis.sweep_table import Levels, load_sweeps, select_runs
 from icl_mech.analysis.threshold_scaling import threshold_scaling_figure
 from icl_mech.analysis.transience import transience_figure
 from icl_mech.analysis.transition import equalized_figure, transition_figure
@@ -30,9 +30,11 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path, Levels], str]] = {
 
 
 def make_figures(
-    sweeps: Iterable[str | Path], out_dir: str | Path, only: str | None = None, levels: Levels = Levels()
+    sweeps: Iterable[str | Path], out_dir: str | Path, only: str | None = None, levels: Levels = Levels(),
+    where: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Run every analysis (or ``only`` one) over the runs of ``sweeps``; name -> summary.
+    """Run every analysis (or ``only`` one) over the runs of ``sweeps`` (those matching ``where``,
+    ``select_runs``); name -> summary.
 
     Analyses whose runs the sweeps do not hold are skipped (their summary says what is missing);
     with ``only``, a missing kind of run is an error, and so is every analysis skipped (nothing
@@ -41,7 +43,7 @@ def make_figures(
     if only is not None and only not in FIGURES:
         raise ConfigError(f"unknown figure {only!r}; expected one of {list(FIGURES)}")
     sweeps = list(sweeps)
-    table = load_sweeps(sweeps, levels)
+    table = select_runs(load_sweeps(sweeps, levels), where or {})
     summaries = {}
     for name, figure in FIGURES.items():
         if only not in (None, name):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech import storage
+from icl_mech.config import parse_value
 from icl_mech.errors import ConfigError
 from icl_mech.run import Run
 
@@ -97,6 +98,26 @@ def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.Dat
         raise ConfigError(f"no finished run directories under {[str(d) for d in dirs]}")
     table = pd.DataFrame(rows)
     table["K"] = table["K"].astype(float).fillna(np.inf)
+    return table
+
+
+def select_runs(table: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
+    """The runs of ``table`` whose config field equals each value of ``where`` (field -> value as
+    typed on a command line: ``{"B": "2"}``), so that one analysis can read a slice of pooled
+    sweeps. A field no run has, or a value none has, is an error naming it."""
+    for field, text in where.items():
+        if field not in table:
+            raise ConfigError(f"--where {field}={text}: no config field {field!r}")
+        value, column = parse_value(text), table[field]
+        if value is None:  # K=inf
+            matches = column.astype(float) == np.inf
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            matches = np.isclose(column.astype(float), float(value))
+        else:
+            matches = column.astype(str) == str(value)
+        if not matches.any():
+            raise ConfigError(f"--where {field}={text}: no run has it (values: {sorted(set(column.astype(str)))})")
+        table = table[matches]
     return table
 
 
