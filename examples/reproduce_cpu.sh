@@ -24,26 +24,6 @@ sweep() {  # sweep NAME ARGS...: one timed `icl-mech sweep` into $SWEEPS/NAME
     echo "sweep $name: $((SECONDS - began)) s"
 }
 
-# Claims 1 and 4: the transition in K at N = 20, and t_ICL across seeds (more seeds near K*
-# and above it, where the long tail and the bimodal split show).
-sweep transition_n20 --grid K=256,512,...,4096 --grid seed=0..7 "${BUDGET[@]}"
-sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
-# Claim 3: the MLP alone memorizing K items (attention frozen at its initialization) ...
-sweep memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
-    --set steps=3000 --set eval_every=25
-# ... and K* at two more context lengths.
-sweep transition_n10 --grid N=10 --grid K=64,128,...,2048 --grid seed=0..1 "${BUDGET[@]}"
-sweep transition_n40 --grid N=40 --grid K=1024,2048,...,16384 --grid seed=0..1 "${BUDGET[@]}"
-# Claim 5: equalized label counts in context against plain contexts (N - 1 divisible by L).
-sweep equalized_n21 --grid N=21 --grid equalized=false,true --grid K=512,1024,...,4096 \
-    --grid seed=0..1 "${BUDGET[@]}"
-# Claim 6: attention weight decay makes ICL transient (the control has none).
-sweep transience --grid weight_decay_attn=0,0.1 --grid seed=0..1 --set K=3072 --set d_mlp=2048 \
-    --set steps=8000 --set eval_every=250 --set checkpoint_every=250
-# Claim 7: two attention layers, and the interleaved format's induction head.
-sweep two_layers --grid K=256,512,...,4096 --grid seed=0..1 --set n_layers=2 "${BUDGET[@]}"
-sweep interleaved --preset cpu-interleaved --grid K=256,1024,4096,16384 --grid seed=0..1
-
 figures() {  # figures NAME ARGS...: `icl-mech figures` into $FIGURES/NAME
     local name=$1
     shift
@@ -69,8 +49,9 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
     for seed in 0 1 2 3; do
         icl-mech probe --run "$SWEEPS/reddy_abrupt/seed$seed" --all-steps --out "$FIGURES/reddy_abrupt/seed$seed" --quiet
     done
-    for circuit in induction previous-token; do
+    for circuit in induction previous-token; do  # in an ICL run, and in one that also memorizes
         icl-mech ablate --run "$SWEEPS/reddy_abrupt/seed0" --circuit "$circuit"
+        icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1-seed0" --circuit "$circuit"
     done
     echo "reddy: $((SECONDS - began)) s"
 }
@@ -78,6 +59,26 @@ if [ "$PART" = reddy ]; then
     reddy
     exit 0
 fi
+
+# Claims 1 and 4: the transition in K at N = 20, and t_ICL across seeds (more seeds near K*
+# and above it, where the long tail and the bimodal split show).
+sweep transition_n20 --grid K=256,512,...,4096 --grid seed=0..7 "${BUDGET[@]}"
+sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
+# Claim 3: the MLP alone memorizing K items (attention frozen at its initialization) ...
+sweep memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
+    --set steps=3000 --set eval_every=25
+# ... and K* at two more context lengths.
+sweep transition_n10 --grid N=10 --grid K=64,128,...,2048 --grid seed=0..1 "${BUDGET[@]}"
+sweep transition_n40 --grid N=40 --grid K=1024,2048,...,16384 --grid seed=0..1 "${BUDGET[@]}"
+# Claim 5: equalized label counts in context against plain contexts (N - 1 divisible by L).
+sweep equalized_n21 --grid N=21 --grid equalized=false,true --grid K=512,1024,...,4096 \
+    --grid seed=0..1 "${BUDGET[@]}"
+# Claim 6: attention weight decay makes ICL transient (the control has none).
+sweep transience --grid weight_decay_attn=0,0.1 --grid seed=0..1 --set K=3072 --set d_mlp=2048 \
+    --set steps=8000 --set eval_every=250 --set checkpoint_every=250
+# Claim 7: two attention layers, and the interleaved format's induction head.
+sweep two_layers --grid K=256,512,...,4096 --grid seed=0..1 --set n_layers=2 "${BUDGET[@]}"
+sweep interleaved --preset cpu-interleaved --grid K=256,1024,4096,16384 --grid seed=0..1
 
 echo "all sweeps: $((SECONDS - START)) s"
 

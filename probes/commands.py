@@ -144,8 +144,11 @@ def run_probe(args: argparse.Namespace) -> int:
         panels = probe_panels(table)
         _save(table, run, args, "probe", lambda path: plot_columns(table, panels, run.path.name, path))
         if "context_label_acc" in table and not args.json:  # interleaved: Reddy's progress measures
-            print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump")
-            print(_table(progress_onsets(table), index=False))
+            onsets = progress_onsets(table)
+            jump = onsets.icl_jump_step.iloc[0]
+            print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump "
+                  + (f"(step {jump:.0f})" if jump == jump else "(none: ICL never got halfway from its start to 1)"))
+            print(_table(onsets.drop(columns="icl_jump_step"), index=False))
     return 0
 
 

@@ -7,8 +7,9 @@ of ``probes.over_time.probe_run``'s table on an interleaved run (``icl-mech prob
 A measure's rise runs from its lowest value before its largest to that largest (a score can dip
 first, as the previous-token score does while the network settles on the context's labels); it
 is dated twice, when it has covered a tenth of that rise (it starts) and half of it. ICL's jump
-is the step ICL accuracy covers half its whole rise: the plateau of the first stage (1/(labels
-in a context)) lies below that halfway mark, so the date is the jump's, not the first stage's.
+is the first step ICL accuracy is halfway from its first value to 1: the plateau of the first
+stage (1/(labels in a context), 0.25 in the `cpu-reddy` preset) lies below that mark, so the date
+is the jump's, not the first stage's, and a run that never leaves the plateau has none.
 """
 
 from __future__ import annotations
@@ -30,17 +31,23 @@ def rise_step(steps: np.ndarray, values: np.ndarray, fraction: float, from_troug
     return float(steps[start + np.flatnonzero(values[start:] >= level)[0]])
 
 
+def icl_jump_step(steps: np.ndarray, icl_acc: np.ndarray) -> float:
+    """The first step ICL accuracy is halfway from its first value to 1 (NaN if never)."""
+    reached = np.flatnonzero(np.asarray(icl_acc) >= (icl_acc[0] + 1) / 2)
+    return float(np.asarray(steps)[reached[0]]) if reached.size else float("nan")
+
+
 def progress_onsets(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per progress measure in ``table`` (ICL accuracy first): its lowest value before
-    its largest, the largest, the rise between, the steps it covered a tenth and half of that
-    rise, and whether it started before ICL's jump (ICL accuracy's half-rise step).
+    """One row per progress measure in ``table``: its lowest value before its largest, the
+    largest, the rise between, the steps it covered a tenth and half of that rise, and whether it
+    started before ICL's jump (``icl_jump_step``, NaN when ICL never jumped).
 
     Raises ValueError on a table without the measures (a run in the paired format)."""
     columns = [column for prefix in MEASURES for column in table.columns if column.startswith(prefix)]
     if not columns:
         raise ValueError("progress measures need probe_run's table of an interleaved run")
     steps = table.step.to_numpy()
-    jump = rise_step(steps, table.icl_acc.to_numpy(), 0.5, from_trough=False)
+    jump = icl_jump_step(steps, table.icl_acc.to_numpy())
     rows = []
     for column in columns:
         values = table[column].to_numpy(dtype=float)

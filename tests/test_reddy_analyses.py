@@ -92,11 +92,13 @@ def test_progress_measures_are_dated_from_their_trough_against_icls_jump():
     })
     onsets = progress_onsets(table).set_index("measure")
     assert list(onsets.index) == ["context_label_acc", "label_attention_L1H0", "label_previous_token_L0H0", "induction_L1H0"]
-    assert (onsets.icl_jump_step == 600).all()  # the second rise: the first stage's plateau is below halfway
+    assert (onsets.icl_jump_step == 600).all()  # the jump, not the first stage: 0.25 is below (0.03 + 1) / 2
     assert list(onsets.start_step) == [100, 300, 400, 700] and list(onsets.half_step) == [100, 300, 500, 700]
     assert list(onsets.starts_before_icl) == [True, True, True, False]
     assert onsets.lowest["label_previous_token_L0H0"] == 0.05 and onsets.rise["label_previous_token_L0H0"] == pytest.approx(0.55)
     assert rise_step(steps, np.linspace(0, 1, 10), 0.5) == 500
+    plateau = table.assign(icl_acc=np.where(steps >= 100, 0.28, 0.03))  # the first stage only
+    assert progress_onsets(plateau).icl_jump_step.isna().all() and not progress_onsets(plateau).starts_before_icl.any()
     assert rise_step(steps, dipping, 0.5, from_trough=False) == 500  # from the first value: 0.2 -> 0.6
     with pytest.raises(ValueError, match="interleaved run"):
         progress_onsets(table[["step", "icl_acc"]])
