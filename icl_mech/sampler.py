@@ -318,9 +318,14 @@ def training_pool(task: TaskConfig, seed: int) -> ItemPool | None:
     return None if task.K is None else make_pool(task.K, task, stream_generator(seed, "items"))
 
 
+#: Reddy (2024)'s two more evaluation sets, made when ``TaskConfig.reddy_eval_sets`` is on: ICL
+#: with the labels of training classes swapped, IWL on classes drawn at random.
+REDDY_EVAL_SETS = ("icl_swap", "iwl_iid")
+
+
 def eval_set_names(task: TaskConfig) -> tuple[str, ...]:
     """The names of a run's evaluation sets, in the order they are made and logged."""
-    return ("train", "icl", "iwl") + (("icl_swap", "iwl_iid") if task.reddy_eval_sets else ())
+    return ("train", "icl", "iwl") + (REDDY_EVAL_SETS if task.reddy_eval_sets else ())
 
 
 def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[str, Batch]:

@@ -53,6 +53,7 @@ def _existing_run(out: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
     resolve_device(args.device)
+    from icl_mech.sampler import REDDY_EVAL_SETS
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         _existing_run(out)
     result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager)
     last = result.metrics.iloc[-1]
-    reddy = "".join(f"  {name} {last[name]:.3f}" for name in ("icl_swap_acc", "iwl_iid_acc") if name in last)
+    reddy = "".join(f"  {name}_acc {last[f'{name}_acc']:.3f}" for name in REDDY_EVAL_SETS if f"{name}_acc" in last)
     print(
         f"{out}: step {int(last.step)}  icl_acc {last.icl_acc:.3f}  iwl_acc {last.iwl_acc:.3f}{reddy}  "
         f"train_acc {last.train_acc:.3f}  ({len(result.steps)} checkpoints)"

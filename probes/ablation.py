@@ -35,7 +35,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from icl_mech.errors import ConfigError
-from icl_mech.sampler import Batch
+from icl_mech.sampler import REDDY_EVAL_SETS, Batch
 from icl_mech.readout import chance, loss_and_accuracy, n_labels
 from probes.circuits import Site
 from probes.query_only import FwdHook, hooked_query_logits, query_activations
@@ -43,13 +43,12 @@ from probes.query_only import FwdHook, hooked_query_logits, query_activations
 METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
 EVAL_SETS = ("icl", "iwl")
-#: Reddy's two more sets, judged too where a run has them (``TaskConfig.reddy_eval_sets``).
-REDDY_SETS = ("icl_swap", "iwl_iid")
 
 
 def judged_sets(eval_sets: dict[str, Batch]) -> list[str]:
-    """The sets of ``eval_sets`` that ablations and probes report: ICL and IWL, and Reddy's."""
-    return [name for name in (*EVAL_SETS, *REDDY_SETS) if name in eval_sets]
+    """The sets of ``eval_sets`` that ablations and probes report: ICL and IWL, and Reddy's two
+    more where the run has them (``TaskConfig.reddy_eval_sets``)."""
+    return [name for name in (*EVAL_SETS, *REDDY_EVAL_SETS) if name in eval_sets]
 
 
 def resample_order(n_seq: int, seed: int = 0) -> torch.Tensor:

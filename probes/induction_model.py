@@ -24,8 +24,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from icl_mech.model import query_logits
-from icl_mech.readout import n_labels as labels_of
-from icl_mech.readout import probabilities
+from icl_mech.readout import n_labels, probabilities
 from icl_mech.sampler import Batch
 
 
@@ -89,11 +88,11 @@ def _network_probabilities(model: HookedTransformer, batch: Batch) -> Float[Tens
 
 def induction_fit(model: HookedTransformer, batch: Batch) -> InductionFit:
     """The two-parameter model fitted to ``model``'s predictions on the interleaved ``batch``."""
-    n_labels = labels_of(model)
+    count = n_labels(model)
     network = _network_probabilities(model, batch).cpu()
-    similarity, labels = (tensor.cpu() for tensor in context_of(batch, n_labels))
+    similarity, labels = (tensor.cpu() for tensor in context_of(batch, count))
     beta, gamma = fit_induction_model(network, similarity, labels)
-    fitted = model_log_probs(torch.tensor(beta), torch.tensor(gamma), similarity, labels, n_labels).exp()
+    fitted = model_log_probs(torch.tensor(beta), torch.tensor(gamma), similarity, labels, count).exp()
     targets = batch.targets.cpu()[:, None]
     return InductionFit(
         beta=beta, gamma=gamma,

@@ -17,6 +17,7 @@ from icl_mech import storage
 from icl_mech.config import parse_value
 from icl_mech.errors import ConfigError
 from icl_mech.run import Run
+from icl_mech.sampler import REDDY_EVAL_SETS
 
 
 
@@ -37,9 +38,6 @@ class Levels:
 
 #: The stopping rule's fields (icl_mech/stopping.py): when a run ends, not what it learns.
 STOP_FIELDS = ("stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
-#: Evaluation sets only some runs have (``TaskConfig.reddy_eval_sets``): ICL with swapped labels,
-#: IWL on classes drawn at random.
-REDDY_SETS = ("icl_swap", "iwl_iid")
 #: Fields that identify runs of one curve point; every other varying field separates conditions.
 POINT_FIELDS = ("K", "seed")
 
@@ -73,7 +71,7 @@ def _run_row(run: Run, levels: Levels) -> dict:
         "iwl_acc": float(last.iwl_acc),
         "train_acc": float(last.train_acc),
         # Reddy's two more sets (TaskConfig.reddy_eval_sets); NaN for runs without them
-        **{f"{name}_acc": float(last.get(f"{name}_acc", np.nan)) for name in REDDY_SETS},
+        **{f"{name}_acc": float(last.get(f"{name}_acc", np.nan)) for name in REDDY_EVAL_SETS},
         "t_icl": first_crossing(metrics.step.to_numpy(), metrics.icl_acc.to_numpy(), levels.icl),
         # ended at its step budget, not by the stopping rule (every run of a sweep without one)
         "uncommitted": not run.status.get("stopped_early", False),
@@ -124,7 +122,7 @@ def select_runs(table: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
 def condition_columns(table: pd.DataFrame) -> list[str]:
     """Config fields that vary across the table other than K and seed (and run bookkeeping)."""
     bookkeeping = {"run", "final_step", "icl_acc", "iwl_acc", "train_acc", "t_icl", "steps", "uncommitted"}
-    bookkeeping |= {f"{name}_acc" for name in REDDY_SETS}
+    bookkeeping |= {f"{name}_acc" for name in REDDY_EVAL_SETS}
     bookkeeping |= set(POINT_FIELDS) | set(STOP_FIELDS)
     return [c for c in table.columns if c not in bookkeeping and table[c].astype(str).nunique() > 1]
 
