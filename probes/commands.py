@@ -56,20 +56,29 @@ def _file_to_write(text: str) -> Path:
     return Path(text)
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+
+
+def _add_reporting(parser: argparse.ArgumentParser, json_help: str = "print JSON instead of a table") -> None:
+    """--json, --quiet and --device: how a command that probes many checkpoints reports and runs."""
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(parser)
+
+
 def _add_common(parser: argparse.ArgumentParser, over_time: bool = True) -> None:
     parser.add_argument("--run", required=True, help="run directory (written by `icl-mech train`)")
-    if over_time:
-        which = parser.add_mutually_exclusive_group()
-        which.add_argument("--step", type=int, help="checkpointed step to probe (default: the last)")
-        which.add_argument(
-            "--all-steps", action="store_true", help="every checkpoint; also writes a CSV and a PNG plot"
-        )
-        parser.add_argument(
-            "--out", type=_directory_to_write, help="directory for the CSV and PNG (default: the run directory)"
-        )
-        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    if not over_time:
+        _add_device(parser)
+        return
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--step", type=int, help="checkpointed step to probe (default: the last)")
+    which.add_argument("--all-steps", action="store_true", help="every checkpoint; also writes a CSV and a PNG plot")
+    parser.add_argument(
+        "--out", type=_directory_to_write, help="directory for the CSV and PNG (default: the run directory)"
+    )
+    _add_reporting(parser)
 
 
 def _add_circuit_options(parser: argparse.ArgumentParser) -> None:
@@ -384,9 +393,7 @@ def register_llc(subparsers: argparse._SubParsersAction) -> None:
             f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"{help_text} (default {default})"
         )
     parser.add_argument("--out", type=_directory_to_write, help="directory for the files (default: the run directory)")
-    parser.add_argument("--json", action="store_true", help="print JSON (settings and rows) instead of a table")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    _add_reporting(parser, "print JSON (settings and rows) instead of a table")
     parser.set_defaults(handler=run_llc)
 
 
@@ -401,9 +408,7 @@ def register_trajectory(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run", required=True, action="append", help="run directory; repeat for each run")
     parser.add_argument("--probe-size", type=int, default=500, help="sequences of each kind in the probe set (default 500)")
     parser.add_argument("--out", type=_directory_to_write, help="directory for trajectory.json, .csv and .png")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    _add_reporting(parser, "print JSON instead of text")
     parser.set_defaults(handler=run_trajectory)
 
 
