@@ -71,6 +71,7 @@ def label_attention_chance(batch: Batch) -> float:
     return (label_tokens(batch).sum(dim=1) / batch.tokens.shape[1]).float().mean().item()
 
 
+@torch.no_grad()
 def context_label_accuracy(model: HookedTransformer, batch: Batch) -> float:
     """Fraction of queries whose predicted label is one of the labels the context shows.
 
