@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "<name>.png and <name>.csv: transition (K* with its interval), threshold_scaling (K* against N "
         "beside 1/nu), memorization (nu from frozen-attention runs), icl_time (t_ICL histogram, bimodal "
         "seeds), transience (ICL fading under attention weight decay), equalized (equalized contexts "
-        "against plain), phase (final ICL and IWL over one or two swept data fields, Reddy 2024). Analyses whose runs are absent are skipped with a note.",
+        "against plain), phase (final ICL and IWL over one or two swept data fields, Reddy 2024). "
+        "Analyses whose runs are absent are skipped with a note.",
     )
     parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
     parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from icl_mech import storage
 from icl_mech.cli import main
 from icl_mech.errors import RunError
 from icl_mech.run import Run, load_run
+from icl_mech.sampler import REDDY_EVAL_SETS
 from icl_mech.devices import resolve_device
 from probes.ablation import METHODS
 from probes.circuits import CIRCUITS, parse_heads
@@ -156,7 +158,7 @@ def run_probe(args: argparse.Namespace) -> int:
             onsets = progress_onsets(table)
             jump = onsets.icl_jump_step.iloc[0]
             print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump "
-                  + (f"(step {jump:.0f})" if jump == jump else "(none: ICL never got halfway from its start to 1)"))
+                  + ("(none: ICL never got halfway from its start to 1)" if math.isnan(jump) else f"(step {jump:.0f})"))
             print(_table(onsets.drop(columns="icl_jump_step"), index=False))
     return 0
 
@@ -331,7 +333,7 @@ def register_viz(subparsers: argparse._SubParsersAction) -> None:
     _add_common(parser, over_time=False)
     parser.add_argument("--step", type=int, help="checkpointed step (default: the last)")
     parser.add_argument(
-        "--set", choices=("icl", "iwl", "train", "icl_swap", "iwl_iid"), default="icl",
+        "--set", choices=("icl", "iwl", "train", *REDDY_EVAL_SETS), default="icl",
         help="evaluation set (default icl; icl_swap and iwl_iid in runs with Reddy's sets, docs/REDDY.md)",
     )
     parser.add_argument("--index", type=int, default=0, help="sequence of the set (default 0)")
