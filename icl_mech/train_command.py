@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_mech import storage
+from icl_mech.arguments import add_device, add_quiet, parse_assignments
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
@@ -17,17 +18,6 @@ def default_run_dir(config: RunConfig, preset_name: str) -> Path:
     task = config.task
     k = "inf" if task.K is None else task.K
     return Path("checkpoints") / f"{preset_name}-K{k}-N{task.N}-seed{config.train.seed}"
-
-
-def parse_assignments(pairs: list[str]) -> dict:
-    """``["lr=0.1", "K=inf"]`` -> ``{"lr": 0.1, "K": None}``."""
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {pair!r}")
-        values[key.strip()] = parse_value(text)
-    return values
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -97,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set equalized=true (repeatable)",
     )
     parser.add_argument("--out", help="run directory (default checkpoints/<preset>-K<K>-N<N>-seed<seed>)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    add_device(parser)
     parser.add_argument(
         "--eager",
         action="store_true",
@@ -111,5 +101,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
         "an error if --out holds no run",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
     parser.set_defaults(handler=run)
