@@ -51,7 +51,7 @@ def test_figures_on_a_tiny_sweep_write_every_png_and_csv(tiny_sweep, tmp_path, c
         assert not pd.read_csv(tmp_path / f"{name}.csv").empty
     transition = pd.read_csv(tmp_path / "transition.csv")
     assert set(transition.condition) >= {"N=5, equalized=False, weight_decay_attn=0.0", "N=9, equalized=False, weight_decay_attn=0.0"}
-    assert transition.K_star.isna().all() and set(transition.K_star_bound) == {"> 64"}
+    assert transition.K_star.isna().all() and transition.K_star_bound.str.startswith("> ").all()  # none reached ICL
     assert set(pd.read_csv(tmp_path / "memorization.csv").K) == {16, 32}
     assert (transition.uncommitted == transition.runs).all()  # no stopping rule: all ended at the budget
 
