@@ -1,7 +1,8 @@
 """``python -m benchmarks``: time the training step, ensembles, probes and the LLC against their baselines.
 
-Prints one table row per comparison (median seconds of several repeats, the speedup, its target)
-and exits 1 if a speedup misses its target by more than 20 percent. ``--quick`` runs every
+Prints one table row per comparison as soon as it is measured (median seconds of several repeats,
+the speedup, its target), so a run cut short shows what it measured, and exits 1 if a speedup
+misses its target by more than 20 percent. ``--quick`` runs every
 comparison at toy sizes to check the machinery (the smoke test); its ratios mean nothing and are
 not checked. ``--device cuda`` prints the GPU table instead (benchmarks/gpu.py), or without CUDA
 says so in one line and exits 2 (before importing the library).
@@ -23,16 +24,16 @@ if TYPE_CHECKING:
 TOLERANCE = 0.8
 
 
-def format_table(rows: list[Comparison], check: bool = True) -> str:
-    header = f"{'comparison':<58} {'baseline':>30} {'ours':>24} {'ratio':>7} {'target':>7}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        scale = 1e3 if row.unit == "ms" else 1.0
-        baseline = f"{row.baseline}: {row.baseline_seconds * scale:.2f} {row.unit}"
-        ours = f"{row.ours}: {row.ours_seconds * scale:.2f} {row.unit}"
-        verdict = "  MISSED" if check and row.ratio < TOLERANCE * row.target else ""
-        lines.append(f"{row.name:<58} {baseline:>30} {ours:>24} {row.ratio:>6.1f}x {row.target:>6.1f}x{verdict}")
-    return "\n".join(lines)
+TABLE_HEADER = f"{'comparison':<58} {'baseline':>30} {'ours':>24} {'ratio':>7} {'target':>7}"
+
+
+def format_row(row: Comparison, check: bool = True) -> str:
+    """One comparison as a line under ``TABLE_HEADER`` (MISSED: more than 20 percent short)."""
+    scale = 1e3 if row.unit == "ms" else 1.0
+    baseline = f"{row.baseline}: {row.baseline_seconds * scale:.2f} {row.unit}"
+    ours = f"{row.ours}: {row.ours_seconds * scale:.2f} {row.unit}"
+    verdict = "  MISSED" if check and row.ratio < TOLERANCE * row.target else ""
+    return f"{row.name:<58} {baseline:>30} {ours:>24} {row.ratio:>6.1f}x {row.target:>6.1f}x{verdict}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
         tiny = {"K": 64, "N": 10, "d_mlp": 16, "eval_size": 16, "batch_size": 8}
-        rows = [*training_step(2, repeats, N=10), ensemble(2, 3, repeats, **tiny), probes(4, repeats, **tiny),
-                llc_sampler(2, repeats), llc_reference_run(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8))]
+        measurements = [lambda: training_step(2, repeats, N=10), lambda: [ensemble(2, 3, repeats, **tiny)],
+                        lambda: [probes(4, repeats, **tiny)], lambda: [llc_sampler(2, repeats)],
+                        lambda: [llc_reference_run(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8))]]
     else:
-        rows = [*training_step(20, repeats), ensemble(16, 1000, max(1, repeats // 3)), probes(100, max(1, repeats // 2)),
-                llc_sampler(200, max(1, repeats // 2)), llc_reference_run()]
+        measurements = [lambda: training_step(20, repeats), lambda: [ensemble(16, 1000, max(1, repeats // 3))],
+                        lambda: [probes(100, max(1, repeats // 2))], lambda: [llc_sampler(200, max(1, repeats // 2))],
+                        lambda: [llc_reference_run()]]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, median of {repeats} repeats")
-    print(format_table(rows, check=not args.quick))
+    print(TABLE_HEADER, "-" * len(TABLE_HEADER), sep="\n", flush=True)
+    rows = []
+    for measurement in measurements:
+        for row in measurement():
+            rows.append(row)
+            print(format_row(row, check=not args.quick), flush=True)
     if args.quick:
         print("(--quick: toy sizes, targets not checked)")
         return 0
@@ -93,7 +101,8 @@ def cuda_table(quick: bool) -> int:
 
     print(gpu.device_line("cuda"), flush=True)
     began = time.perf_counter()
-    measured = gpu.measure(gpu.QUICK if quick else gpu.FULL, "cuda")
+    measured = gpu.measure(gpu.QUICK if quick else gpu.FULL, "cuda", show=lambda line: print(line, flush=True))
+    print()
     print(gpu.format_report(measured, TOLERANCE, check=not quick))
     print(f"(the table took {time.perf_counter() - began:.0f} s)")
     if quick:

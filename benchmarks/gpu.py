@@ -9,12 +9,19 @@ and the per-step cost without start-up is the difference of the two runs over th
 their lengths. The long run's length is picked from the short one's speed, so the table takes
 about the same time whatever the speed (under 5 minutes on an H100 even at 5 ms a step).
 
-Nothing here is CUDA-only: ``measure`` takes the device, and the test runs the whole table on the
-CPU at toy sizes (``QUICK``).
+Each timed run's row is shown as soon as it is measured, so a table cut short (a ``timeout``)
+still shows what it measured. The E-member step is also taken apart into two costs a single run
+does not pay: the prologue of the E data generators registered with its graph (replays of a graph
+drawing from E generators against one drawing from one), and the E metrics rows each evaluation
+writes (their appends and syncs, timed alone).
+
+Nothing else here is CUDA-only: ``measure`` takes the device, and the test runs the whole table on
+the CPU at toy sizes (``QUICK``), where the prologue is not measured (no graphs).
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,10 +31,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.authors_baseline import AuthorsLoop
-from icl_mech import graphs
+from icl_mech import graphs, storage
 from icl_mech.config import RunConfig
 from icl_mech.ensemble import train_ensemble
 from icl_mech.presets import preset
+from icl_mech.sampler import eval_set_names
 from icl_mech.trainer import train
 
 #: Steps of one paper run (1000 epochs of 469 steps) and runs of a paper sweep (issue 11).
@@ -174,13 +182,78 @@ class TwoLengths:
         return self.start_up + self.per_step * steps
 
 
-def time_two_lengths(configs: list[RunConfig], lengths: Lengths, device: str) -> TwoLengths:
+#: A timed run's line: what ran, its steps, its wall time and its time per (member-)step.
+RUN_HEADER = f"{'timed run (evaluations and checkpoints included)':<56} {'steps':>9} {'wall':>9}  per step"
+
+
+def run_line(name: str, steps: int | str, seconds: float, per: float, unit: str) -> str:
+    return f"{name:<56} {steps!s:>9} {seconds:>7.2f} s  {1e3 * per:.3f} ms per {unit}"
+
+
+def time_two_lengths(
+    configs: list[RunConfig], lengths: Lengths, device: str, name: str, show: Callable[[str], None]
+) -> TwoLengths:
     """Time ``configs`` at the short and the long length, after a warm-up run of at most two of
-    them (it loads the kernels; a whole E=64 start-up would warm nothing more)."""
+    them (it loads the kernels; a whole E=64 start-up would warm nothing more); ``show`` gets
+    each timed run's line (``run_line``, under ``name``) as soon as it is measured."""
+    members = len(configs)
+    unit = "step" if members == 1 else "member-step"
     training_seconds(configs[:2], lengths.warm_up, device)
     short_seconds = training_seconds(configs, lengths.short, device)
+    show(run_line(name, lengths.short, short_seconds, short_seconds / lengths.short / members, unit))
     long_steps = lengths.long_steps(short_seconds)
-    return TwoLengths(lengths.short, short_seconds, long_steps, training_seconds(configs, long_steps, device))
+    long_seconds = training_seconds(configs, long_steps, device)
+    show(run_line(name, long_steps, long_seconds, long_seconds / long_steps / members, unit))
+    return TwoLengths(lengths.short, short_seconds, long_steps, long_seconds)
+
+
+def prologue_seconds(members: int, device: str, replays: int = 500) -> tuple[float, float] | None:
+    """What a captured ensemble step pays for registering each member's data generator with its
+    graph: before every replay, a registered generator gets two kernels (its seed and offset) from
+    the host. Times the replay of a graph that draws one number from each of ``members``
+    generators, and of one that draws as many numbers from a single generator (the same kernels
+    but for that prologue): seconds per replay, with ``members`` generators and with one. None off
+    CUDA, where nothing is captured."""
+    if not graphs.captures(torch.device(device), True):
+        return None
+    drawn = torch.empty(members, device=device)
+
+    def replay_seconds(generators: list[torch.Generator]) -> float:
+        def draw() -> None:
+            for index in range(members):
+                drawn[index : index + 1].uniform_(generator=generators[index % len(generators)])
+
+        replay = graphs.replayable(draw, torch.device(device), generators=generators)
+        for _ in range(10):
+            replay()
+
+        def replays_in_a_row() -> None:
+            for _ in range(replays):
+                replay()
+
+        return synchronized_seconds(replays_in_a_row, device) / replays
+
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in range(members)]
+    return replay_seconds(generators), replay_seconds(generators[:1])
+
+
+def metrics_write_seconds(config: RunConfig, members: int, repeats: int = 5) -> float:
+    """The writer thread's time for one evaluation's metrics rows of ``members`` runs: a row
+    appended to each run's metrics.jsonl and synced (``icl_mech.trainer`` queues them as one
+    write), in a temporary directory as the timed runs use; the median of ``repeats``."""
+    names = eval_set_names(config.task)
+    row = {"step": PAPER_STEPS, **{f"{name}_{what}": 0.123456789 for name in names for what in ("loss", "acc")}}
+    times = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / f"run{index}" / storage.METRICS for index in range(members)]
+        for path in paths:
+            path.parent.mkdir()
+        for _ in range(repeats):
+            began = time.perf_counter()
+            for path in paths:
+                storage.append_json_line(path, row)
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
 @dataclass(frozen=True)
@@ -192,21 +265,39 @@ class Measured:
     authors_seconds: float
     single: TwoLengths
     ensemble: TwoLengths
+    #: Seconds per replay with E registered generators and with one (``prologue_seconds``); None off CUDA.
+    prologue: tuple[float, float] | None
+    #: Seconds of one evaluation's E metrics rows on the writer thread (``metrics_write_seconds``).
+    metrics_write: float
 
     @property
     def authors_per_step(self) -> float:
         return self.authors_seconds / self.authors_steps
 
 
-def measure(sizes: Sizes, device: str) -> Measured:
-    """Time the three rows on ``device``: the authors' loop, one run, an ensemble of E seeds."""
-    config = sizes.config
-    return Measured(
-        sizes,
-        *authors_seconds(sizes, device),
-        single=time_two_lengths([config], sizes.single, device),
-        ensemble=time_two_lengths([config.override(seed=seed) for seed in range(sizes.members)], sizes.ensemble, device),
-    )
+def preset_line(sizes: Sizes) -> str:
+    task, train_cfg = sizes.config.task, sizes.config.train
+    return (f"paper preset: N={task.N}, K={task.K}, batch {train_cfg.batch_size}, {train_cfg.optimizer.upper()}; "
+            f"evaluation every {train_cfg.eval_every} steps on sets of {task.eval_size} sequences, "
+            f"checkpoints every {train_cfg.checkpoint_every} (and log-spaced before)")
+
+
+def measure(sizes: Sizes, device: str, show: Callable[[str], None] = lambda line: None) -> Measured:
+    """Time the rows on ``device``: the authors' loop, one run, an ensemble of E seeds, and what the
+    E seeds' generators and metrics rows cost. ``show`` gets the table's lines as they are
+    measured (the header, then each timed run), so a table cut short still shows its rows."""
+    config, members = sizes.config, sizes.members
+    for line in (preset_line(sizes), "", RUN_HEADER, "-" * (len(RUN_HEADER) + 12)):
+        show(line)
+    loading, authors_steps, authors = authors_seconds(sizes, device)
+    epoch = authors_steps // sizes.authors_epochs
+    show(run_line(f"authors' loop: {loading}, eval each epoch", f"{sizes.authors_epochs} x {epoch}", authors,
+                  authors / authors_steps, "step"))
+    single = time_two_lengths([config], sizes.single, device, "icl_mech train, one run", show)
+    ensemble = time_two_lengths([config.override(seed=seed) for seed in range(members)], sizes.ensemble, device,
+                                f"icl_mech train_ensemble, E={members}", show)
+    return Measured(sizes, loading, authors_steps, authors, single, ensemble,
+                    prologue_seconds(members, device), metrics_write_seconds(config, members))
 
 
 @dataclass(frozen=True)
@@ -246,37 +337,31 @@ def targets(measured: Measured) -> list[Target]:
 
 
 def format_report(measured: Measured, tolerance: float, check: bool = True) -> str:
-    """The timed runs, their fits, and the targets (MISSED: more than ``1 - tolerance`` short)."""
+    """What follows the timed runs (``measure`` showed them): their fits, the E-member step's
+    generator prologue and metrics writes, and the targets (MISSED: more than ``1 - tolerance``
+    short)."""
     sizes, single, ensemble = measured.sizes, measured.single, measured.ensemble
-    members = sizes.members
-    epoch = measured.authors_steps // sizes.authors_epochs
-    task, train_cfg = sizes.config.task, sizes.config.train
-    runs = [
-        (f"authors' loop: {measured.authors_loading}, eval each epoch",
-         f"{sizes.authors_epochs} x {epoch}", measured.authors_seconds, measured.authors_per_step, "step"),
-        *(("icl_mech train, one run", steps, seconds, seconds / steps, "step")
-          for steps, seconds in ((single.short_steps, single.short_seconds), (single.long_steps, single.long_seconds))),
-        *((f"icl_mech train_ensemble, E={members}", steps, seconds, seconds / steps / members, "member-step")
-          for steps, seconds in ((ensemble.short_steps, ensemble.short_seconds),
-                                 (ensemble.long_steps, ensemble.long_seconds))),
-    ]
-    header = f"{'timed run (evaluations and checkpoints included)':<56} {'steps':>9} {'wall':>9}  per step"
+    members, eval_every = sizes.members, sizes.config.train.eval_every
+    step = ensemble.per_step  # seconds per step of the E members, without start-up
     lines = [
-        f"paper preset: N={task.N}, K={task.K}, batch {train_cfg.batch_size}, {train_cfg.optimizer.upper()}; "
-        f"evaluation every {train_cfg.eval_every} steps on sets of {task.eval_size} sequences, "
-        f"checkpoints every {train_cfg.checkpoint_every} (and log-spaced before)",
-        "",
-        header,
-        "-" * (len(header) + 12),
-    ]
-    lines += [f"{name:<56} {steps!s:>9} {seconds:>7.2f} s  {1e3 * per:.3f} ms per {unit}"
-              for name, steps, seconds, per, unit in runs]
-    lines += [
-        "",
         f"one run: start-up {single.start_up:.1f} s + {1e3 * single.per_step:.3f} ms per step without start-up "
         f"(t({single.long_steps}) - t({single.short_steps})) / {single.long_steps - single.short_steps}",
-        f"E={members}: start-up {ensemble.start_up:.1f} s + {1e3 * ensemble.per_step / members:.4f} ms per member-step "
-        f"without start-up ({1e3 * ensemble.per_step:.3f} ms per step of the {members})",
+        f"E={members}: start-up {ensemble.start_up:.1f} s + {1e3 * step / members:.4f} ms per member-step "
+        f"without start-up ({1e3 * step:.3f} ms per step of the {members}), of which:",
+    ]
+    if measured.prologue is None:
+        lines.append("  generator prologue: not measured (no CUDA graphs off CUDA)")
+    else:
+        many, one = measured.prologue
+        lines.append(
+            f"  generator prologue: {1e3 * (many - one):.3f} ms per step ({(many - one) / step:.1%}): a replay "
+            f"drawing from {members} registered generators {1e3 * many:.3f} ms, from one {1e3 * one:.3f} ms"
+        )
+    write = measured.metrics_write
+    lines += [
+        f"  metrics writes: {1e3 * write / eval_every:.3f} ms per step ({write / eval_every / step:.1%}) on the "
+        f"writer thread, {1e3 * write:.1f} ms for the {members} rows of one evaluation (every {eval_every} steps), "
+        "queued as one write: training waits for them only behind 8 queued writes",
         "",
     ]
     header = f"{'target (projected from the fits)':<48} {'measured':>26} {'target':>26}"

@@ -22,8 +22,10 @@ be captured, and the graph would replay nothing.
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -40,6 +42,9 @@ recorded = 0
 
 #: The start of the warning a capturable optimizer gives when it steps outside a capture.
 CAPTURABLE_UNCAPTURED = "This instance was constructed with capturable=True"
+
+#: torch's own source, skipped when naming where a capture failed.
+_TORCH_SOURCE = str(Path(torch.__file__).parent)
 
 
 def captures(device: torch.device, capture: bool) -> bool:
@@ -63,7 +68,8 @@ def replayable(
     branches); what it computes is read from the tensors it last produced, which every replay
     overwrites. ``parameters``, ``optimizer`` and ``generators`` are the state it changes,
     restored after the warm-up runs, and restored the same way when capture fails (an operation
-    that cannot be captured), which raises ``CaptureError``. It does not fall back to running
+    that cannot be captured), which raises ``CaptureError`` naming the failing operation, with the
+    error it raised as its cause. It does not fall back to running
     ``function`` eagerly in this process: a failed capture can leave a registered generator marked
     as capturing (PyTorch issue 171263), so the next eager draw would raise anyway.
     """
@@ -80,9 +86,9 @@ def replayable(
     except RuntimeError as error:
         torch.cuda.synchronize(device)
         raise CaptureError(
-            f"capturing a CUDA graph failed ({str(error).splitlines()[0]}); rerun with --eager "
+            f"capturing a CUDA graph failed {_failing_operation(error)}; rerun with --eager "
             "(capture=False from Python), adding --resume to continue from what was saved"
-        ) from None
+        ) from error
     finally:
         with torch.no_grad():
             for parameter, saved in zip(parameters, saved_parameters):
@@ -110,10 +116,31 @@ def _captured(
     graph = torch.cuda.CUDAGraph()
     for generator in generators:
         graph.register_generator_state(generator)
-    # thread_local: the checkpoint writer's thread may wait on CUDA events meanwhile
-    with torch.cuda.graph(graph, stream=torch.cuda.Stream(device), capture_error_mode="thread_local"):
-        function()
+    current = torch.cuda.current_stream(device)
+    try:
+        # thread_local: the checkpoint writer's thread may wait on CUDA events meanwhile
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(device), capture_error_mode="thread_local"):
+            function()
+    finally:  # when ending a failed capture raises, torch.cuda.graph leaves its capture stream current
+        torch.cuda.set_stream(current)
     return graph.replay
+
+
+def _failing_operation(error: BaseException) -> str:
+    """Where a capture failed and why, in one line: the first error raised (when an operation fails
+    inside ``torch.cuda.graph``, ending the capture raises "operation failed due to a previous error
+    during capture", which keeps the operation's own error only as its ``__context__``) and the
+    last line outside torch that it passed through (the operation's call in our code)."""
+    first, seen = error, {id(error)}
+    while (earlier := first.__cause__ or first.__context__) is not None and id(earlier) not in seen:
+        first, seen = earlier, seen | {id(earlier)}
+    ours = [frame for frame in traceback.extract_tb(first.__traceback__) if not frame.filename.startswith(_TORCH_SOURCE)]
+    message = (str(first).splitlines() or [type(first).__name__])[0]
+    if not ours:
+        return f"({message})"
+    frame = ours[-1]
+    where = Path(frame.filename)
+    return f"at {where.parent.name}/{where.name}:{frame.lineno} in {frame.name} `{frame.line}` ({message})"
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer | None, clone: bool) -> dict[tuple[int, str], Tensor]:

@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
             f"N={row.N}: t_ICL {row.t_icl:.0f} -> predicted K* {row.K_star_predicted:.0f} "
             f"[{row.K_star_predicted_low:.0f}, {row.K_star_predicted_high:.0f}]"
         )
-        if measured is not None:
+        if measured is not None and isinstance(row.K_star_bound, str) and row.K_star_bound:  # none in the swept K
+            line += f"; measured K* {row.K_star_bound}"
+        elif measured is not None:
             line += f"; measured K* {row.K_star:.0f} [{row.K_star_low:.0f}, {row.K_star_high:.0f}]"
         print(line)
     print(f"nu {result.nu.iloc[0]:.3f}, A {result.prefactor.iloc[0]:.3g}; written to {out / 'predict.png'} and .csv")

@@ -54,7 +54,8 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any] | None:
-        """How the run ended (last step, early stop, time), or None while it is unfinished."""
+        """How the run ended or where SIGTERM stopped it (its ``state``: ``storage.FINISHED`` or
+        ``storage.INTERRUPTED``; last step, early stop, time), or None while it has neither."""
         path = self.path / storage.STATUS
         return storage.read_json(path) if path.exists() else None
 

@@ -125,6 +125,24 @@ def _draw_distinct(
     return torch.rand(n_seq, n_choices, generator=generator, device=generator.device).topk(n_draws, dim=1).indices
 
 
+def _weighted_draw(
+    rows: Float[Tensor, "n_seq n_choices"], n_draws: int, replacement: bool, generator: torch.Generator
+) -> Int[Tensor, "n_seq n_draws"]:
+    """``torch.multinomial(rows, n_draws, replacement, generator=generator)``, the same numbers
+    from the same generator draws, and never waiting for the device.
+
+    For one draw, or draws without replacement, ``multinomial`` checks the weights (no inf, nan or
+    negative entries, no zero row) by reading values back to the host, which a CUDA graph cannot
+    record; then it samples as below (the exponential race: ``argmax`` or ``topk`` of w / q with
+    q ~ Exp(1); ATen's ``multinomial_out``, torch 2.13). Our weights are Zipf frequencies, valid by
+    construction, so the race is run here without the check. Draws with replacement of more than
+    one item take ``multinomial``'s own kernel, which reads nothing back."""
+    if replacement and n_draws > 1:
+        return torch.multinomial(rows, n_draws, replacement=True, generator=generator)
+    scores = rows / torch.empty_like(rows).exponential_(1, generator=generator)
+    return scores.argmax(dim=-1, keepdim=True) if n_draws == 1 else scores.topk(n_draws, dim=-1).indices
+
+
 def _draw(
     n_seq: int,
     n_choices: int,
@@ -136,8 +154,7 @@ def _draw(
     """Indices below ``n_choices``, uniform or (interleaved Zipf classes) in proportion to
     ``weights``, one row of weights for all sequences or one per sequence."""
     if weights is not None:
-        rows = weights.expand(n_seq, n_choices)
-        return torch.multinomial(rows, n_draws, replacement=replacement, generator=generator)
+        return _weighted_draw(weights.expand(n_seq, n_choices), n_draws, replacement, generator)
     if replacement:
         return torch.randint(n_choices, (n_seq, n_draws), generator=generator, device=generator.device)
     return _draw_distinct(n_seq, n_choices, n_draws, generator)

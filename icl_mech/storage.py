@@ -6,7 +6,8 @@ Layout of a run directory::
     metrics.jsonl                     one JSON object per evaluated step
     checkpoints/step_00000123.safetensors   the model's state dict after 123 steps
     resume.safetensors                optimizer and data-RNG state at the latest checkpoint
-    status.json                       written when the run ends: last step, early stop, time
+    status.json                       written when the run ends or SIGTERM stops it: its state
+                                      (finished or interrupted), last step, early stop, time
     .lock                             locked by the process training the run (icl_mech.lock)
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
@@ -37,6 +38,10 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 RESUME = "resume.safetensors"
 STATUS = "status.json"
+#: status.json's "state": the run ended (it reached its steps, or its stopping rule ended it), or
+#: SIGTERM stopped it where it stood and it resumes from there. A status written before runs had
+#: a state is a finished run's.
+FINISHED, INTERRUPTED = "finished", "interrupted"
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -117,6 +122,16 @@ def append_json_line(path: Path, value: dict[str, Any]) -> None:
                 raise
         finally:
             os.close(fd)
+
+
+def ended_status(run_dir: Path) -> dict[str, Any] | None:
+    """The run's status.json if the run has ended; None while it has none (not started, training,
+    killed) or was interrupted by SIGTERM."""
+    path = run_dir / STATUS
+    if not path.exists():
+        return None
+    status = read_json(path)
+    return None if status.get("state", FINISHED) == INTERRUPTED else status
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:

@@ -147,11 +147,9 @@ def plan_sweep(base: RunConfig, grid: Grid, out: str | Path) -> list[SweepPoint]
 def run_status(point: SweepPoint) -> str:
     """pending (not started), interrupted (saved a resume state and not finished, or finished
     shorter than its config now asks), finished, or failed, read from the run directory."""
-    status_path = point.run_dir / storage.STATUS
-    if status_path.exists():
-        ended = storage.read_json(status_path)
-        if ended["stopped_early"] or ended["last_step"] >= point.config.train.steps:
-            return "finished"
+    ended = storage.ended_status(point.run_dir)
+    if ended is not None and (ended["stopped_early"] or ended["last_step"] >= point.config.train.steps):
+        return "finished"
     if (point.run_dir / ERROR).exists():
         return "failed"
     if (point.run_dir / storage.RESUME).exists():

@@ -119,8 +119,8 @@ def _check_run_dir(config: RunConfig, run_dir: Path, resume: bool) -> bool | Non
         storage.read_json_lines(run_dir / storage.METRICS)  # a damaged log is refused here, not truncated
     elif run_dir.exists() and any(path.name != LOCK for path in run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a run directory; choose another --out")
-    status_path = run_dir / storage.STATUS
-    if status_path.exists() and _finished(config, storage.read_json(status_path), run_dir):
+    status = storage.ended_status(run_dir)
+    if status is not None and _finished(config, status, run_dir):
         return None
     has_state = (run_dir / storage.RESUME).exists()
     if not has_state and storage.checkpointed_steps(run_dir):
@@ -156,12 +156,10 @@ def _lock_run_dir(config: RunConfig, run_dir: Path, resume: bool, locks: ExitSta
 
 def _write_run_dir(config: RunConfig, run_dir: Path, metrics: list[dict]) -> None:
     """The run's config, its checkpoint folder and its metrics up to the step training starts
-    from; the status of a finished run being continued is removed."""
+    from."""
     with storage.naming_write_failures(run_dir / storage.CHECKPOINTS):
         (run_dir / storage.CHECKPOINTS).mkdir(exist_ok=True)
     storage.write_json(run_dir / storage.CONFIG, config.to_dict())
-    with storage.naming_write_failures(run_dir / storage.STATUS):
-        (run_dir / storage.STATUS).unlink(missing_ok=True)
     storage.atomic_write(run_dir / storage.METRICS, "".join(json.dumps(row) + "\n" for row in metrics).encode())
 
 
@@ -308,9 +306,11 @@ def train_members(
     CUDA (``icl_mech.graphs``); the caller makes their device the current one
     (``icl_mech.devices.current``).
 
-    SIGTERM (what Slurm sends before it kills a preempted or requeued job) lets the current step
-    finish, saves every member at the step reached (scheduled or not; no metrics row is added, so
-    a resumed run logs exactly what an uninterrupted one does) and raises ``TrainingStopped``.
+    A member's status.json is removed when training starts (a finished run being continued, an
+    interrupted one resumed) and written when it ends. SIGTERM (what Slurm sends before it kills a
+    preempted or requeued job) lets the current step finish, saves every member still training at
+    the step reached (scheduled or not; no metrics row is added, so a resumed run logs exactly what
+    an uninterrupted one does) with an "interrupted" status, and raises ``TrainingStopped``.
     A failed write raises ``WriteError`` saying how to resume; what was written before is intact.
     """
     train_cfg, start = members[0].config.train, members[0].start
@@ -329,6 +329,9 @@ def train_members(
     def state_of(member: Member) -> dict:
         return stepping.state_of(stepped.index(member))
 
+    for member in members:
+        with storage.naming_write_failures(member.run_dir / storage.STATUS):
+            (member.run_dir / storage.STATUS).unlink(missing_ok=True)
     began = time.perf_counter()
     step = start
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
@@ -339,27 +342,30 @@ def train_members(
             # a resumed member's start step is already recorded (its metrics and checkpoint)
             fresh = [not (member.done or member.resumed and step == start) for member in members]
             metrics = evaluation([index for index in range(len(members)) if fresh[index]]) if step in evals else {}
+            rows = {}
+            for index, values in metrics.items():
+                member, row = members[index], {"step": step, **values}
+                member.history.append(row)
+                member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
+                rows[member.run_dir / storage.METRICS] = row
+                bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
+            if rows:  # one write for every member's row: 64 queued one by one would fill the writer's queue
+                writer.submit(partial(_append_rows, rows))
             for index, member in enumerate(members):
                 if member.done:
                     continue
-                if index in metrics:
-                    row = {"step": step, **metrics[index]}
-                    writer.submit(partial(storage.append_json_line, member.run_dir / storage.METRICS, row))
-                    bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
-                    member.history.append(row)
-                    member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 if fresh[index] and (step in saves or member.stopped_early):
                     writer.submit(
                         checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng)
                     )
                 if step >= total or member.stopped_early:
                     member.done = True
-                    writer.submit(partial(_write_status, member, step, time.perf_counter() - began))
+                    writer.submit(partial(_write_status, member, step, time.perf_counter() - began, storage.FINISHED))
             if all(member.done for member in members):
                 break
             if stop_requested:
                 on_disk = step in saves or step == start and members[0].resumed
-                _save_and_stop(members, step, on_disk, state_of, writer)
+                _save_and_stop(members, step, on_disk, state_of, writer, time.perf_counter() - began)
             if not capturing and any(member.done for member in stepped):
                 still = [member for member in stepped if not member.done]
                 stepping = step_together(still, [state_of(member) for member in still], False)
@@ -419,20 +425,33 @@ def _save_and_stop(
     on_disk: bool,
     state_of: Callable[[Member], dict],
     writer: BackgroundWriter,
+    seconds: float,
 ) -> None:
     """Save every unfinished member at ``step`` (unless its checkpoint and resume state there are
-    already ``on_disk``), wait for every write, and raise ``TrainingStopped``."""
+    already ``on_disk``) and write its "interrupted" status (so every run of a stopped sweep says
+    where it stands), wait for every write, and raise ``TrainingStopped``."""
     for member in members:
-        if not member.done and not on_disk:
+        if member.done:
+            continue
+        if not on_disk:
             writer.submit(checkpoint_write(member.run_dir, step, member.model, state_of(member), member.data_rng))
+        writer.submit(partial(_write_status, member, step, seconds, storage.INTERRUPTED))
     writer.flush()
     raise TrainingStopped(f"stopped by SIGTERM at step {step}, saved there; {_how_to_resume(members)}")
 
 
-def _write_status(member: Member, step: int, seconds: float) -> None:
+def _append_rows(rows: dict[Path, dict]) -> None:
+    """Append each metrics row to its log, in order (before any checkpoint of the same step, which
+    the writer runs after this: a resumed run takes the rows up to its checkpoint as written)."""
+    for path, row in rows.items():
+        storage.append_json_line(path, row)
+
+
+def _write_status(member: Member, step: int, seconds: float, state: str) -> None:
     storage.write_json(
         member.run_dir / storage.STATUS,
         {
+            "state": state,
             "last_step": step,
             "stopped_early": member.stopped_early,
             "stop_reason": member.stop_reason,

@@ -40,6 +40,21 @@ _SYNCING = {
 _MASKABLE = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default}
 
 
+def _syncs(func, args: tuple, kwargs: dict) -> bool:
+    """Whether the operation makes the host wait for the device. ``multinomial`` is one operator
+    here, but for one draw or draws without replacement ATen's implementation checks its weights
+    with ``.item()`` inside it (torch 2.13, ``multinomial_out``), where no dispatch mode sees it."""
+    if func in _SYNCING:
+        return True
+    if func in _MASKABLE:
+        return any(index is not None and index.dtype == torch.bool for index in args[1])
+    if func is aten.multinomial.default:
+        n_draws = args[1]
+        replacement = args[2] if len(args) > 2 else kwargs.get("replacement", False)
+        return n_draws == 1 or not replacement
+    return False
+
+
 class HostSync(AssertionError):
     """A captured function did something that makes the host wait for the device."""
 
@@ -56,8 +71,7 @@ class _OutsideReads(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         inputs = tree_flatten((args, kwargs or {}))[0]
-        masked = func in _MASKABLE and any(index is not None and index.dtype == torch.bool for index in args[1])
-        if func in _SYNCING or masked:
+        if _syncs(func, args, kwargs or {}):
             raise HostSync(f"{func} would make the host wait for the device inside a captured graph")
         # lift_fresh takes a tensor literal the function's Python just made (``x[i] = 0.0``)
         fresh = func is aten.lift_fresh.default
@@ -83,6 +97,14 @@ def outside_addresses(function: Callable[[], None]) -> list[int]:
     return reads.addresses
 
 
+#: What ``torch.cuda.graph`` raises on leaving a capture in which an operation failed (CUDA's
+#: cudaErrorStreamCaptureInvalidated, as torch words it).
+CAPTURE_ENDED = "CUDA error: operation failed due to a previous error during capture"
+
+#: True while ``emulated_capture`` records (``torch.cuda.is_current_stream_capturing()`` here).
+capturing = False
+
+
 class AddressesMoved(AssertionError):
     """A replay read an outside tensor at another address than the capture did."""
 
@@ -91,10 +113,18 @@ def emulated_capture(
     function: Callable[[], None], generators: Sequence[torch.Generator], device: torch.device
 ) -> Callable[[], None]:
     """``graphs._captured`` on the CPU: the warm-up runs, a recorded run, and replays that check
-    they read what the recorded run read, where it read it."""
+    they read what the recorded run read, where it read it. An operation that raises while it
+    records fails the capture as on CUDA: with ``CAPTURE_ENDED``, its own error the context."""
     for _ in range(graphs.WARMUP_RUNS):
         function()
-    recorded = outside_addresses(function)
+    global capturing
+    capturing = True
+    try:
+        recorded = outside_addresses(function)
+    except RuntimeError:
+        raise RuntimeError(CAPTURE_ENDED)
+    finally:
+        capturing = False
 
     def replay() -> None:
         if outside_addresses(function) != recorded:
@@ -104,7 +134,9 @@ def emulated_capture(
 
 
 def emulate_graphs(monkeypatch) -> None:
-    """Make the trainer take its CUDA-graph path on the CPU, with ``emulated_capture``."""
+    """Make the trainer take its CUDA-graph path on the CPU, with ``emulated_capture`` (and no
+    device to synchronize with when a capture fails)."""
     monkeypatch.setattr(graphs, "_captured", emulated_capture)
+    monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
     for module in (graphs, trainer):
         monkeypatch.setattr(module, "captures", lambda device, capture: capture)

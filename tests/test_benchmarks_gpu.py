@@ -35,9 +35,16 @@ def test_cpu_table_timing_options_are_refused_for_the_cuda_table(capsys):
 
 
 @pytest.mark.slow
-def test_cuda_table_runs_every_row_on_the_cpu_at_toy_sizes():
-    sizes = gpu.QUICK
-    measured = gpu.measure(sizes, "cpu")
+def test_cuda_table_runs_every_row_on_the_cpu_at_toy_sizes_showing_each_as_it_is_measured(monkeypatch):
+    sizes, shown, runs_when_shown = gpu.QUICK, [], []
+    timed = gpu.training_seconds
+
+    def counted(*args, **kwargs):
+        runs_when_shown.append(None)
+        return timed(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "training_seconds", counted)
+    measured = gpu.measure(sizes, "cpu", show=lambda line: shown.append((line, len(runs_when_shown))))
     assert measured.authors_steps == sizes.authors_epochs * sizes.config.train.eval_every
     assert measured.authors_loading == f"{sizes.authors_workers} workers"  # memory is pinned on CUDA only
     assert measured.authors_seconds > 0
@@ -45,11 +52,16 @@ def test_cuda_table_runs_every_row_on_the_cpu_at_toy_sizes():
         assert fit.short_steps == lengths.short
         assert fit.long_steps == lengths.short + lengths.quantum  # no time budget at toy sizes: one more
         assert fit.short_seconds > 0 and fit.long_seconds > 0
-    report = gpu.format_report(measured, TOLERANCE, check=False).splitlines()
-    runs = [line for line in report if line.endswith(("ms per step", "ms per member-step"))]
-    assert [line.split(":")[0].split(",")[0] for line in runs] == [
+    assert measured.prologue is None and measured.metrics_write > 0  # no graphs on the CPU; fsyncs anywhere
+    runs = [(line, count) for line, count in shown if line.endswith(("ms per step", "ms per member-step"))]
+    assert [line.split(":")[0].split(",")[0] for line, _ in runs] == [
         "authors' loop", "icl_mech train", "icl_mech train", "icl_mech train_ensemble", "icl_mech train_ensemble"
     ]
+    # each timed run shown before the next one started (warm-up runs, then short and long, per row)
+    assert [count for _, count in runs] == [0, 2, 3, 5, 6]
+    report = gpu.format_report(measured, TOLERANCE, check=False).splitlines()
+    assert report[2] == "  generator prologue: not measured (no CUDA graphs off CUDA)"
+    assert report[3].startswith("  metrics writes: ") and "the 2 rows of one evaluation (every 4 steps)" in report[3]
     assert [line.split("  ")[0] for line in report[-3:]] == [
         "one paper run (469,000 steps), per step", "icl_mech over the authors' loop, per step",
         "64-run paper sweep, per member-step",
@@ -88,6 +100,7 @@ def _measured(run_ms_per_step: float, authors_ms_per_step: float, member_ms_per_
     return gpu.Measured(
         gpu.FULL, "4 workers, pinned memory", 938, 938e-3 * authors_ms_per_step,
         single=fit(run_ms_per_step), ensemble=fit(member_ms_per_step * gpu.FULL.members),
+        prologue=(0.7e-3, 0.1e-3), metrics_write=0.4690,
     )
 
 
@@ -97,6 +110,10 @@ def test_targets_on_time_are_met_and_a_sweep_projects_to_thirty_minutes():
     report = gpu.format_report(measured, TOLERANCE)
     assert "0.500 ms = 3.9 min" in report and "30.0x" in report and "0.060 ms = 30.0 min" in report
     assert "MISSED" not in report
+    # the E=64 step of 3.84 ms: 0.6 ms of generator prologue, 1 ms of metrics writes per step
+    assert "generator prologue: 0.600 ms per step (15.6%): a replay drawing from 64 registered generators 0.700 ms, " \
+        "from one 0.100 ms" in report
+    assert "metrics writes: 1.000 ms per step (26.0%) on the writer thread, 469.0 ms for the 64 rows" in report
 
 
 def test_targets_missed_by_more_than_the_tolerance_are_marked():

@@ -1,5 +1,5 @@
 """The sampler draws on its generator's device; the CPU stream every saved run was trained on is
-unchanged. CUDA cases skip where no CUDA device is present."""
+unchanged. CUDA cases (marked ``cuda``) skip where no CUDA device is present."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from icl_mech.sampler import TRAINING_MODES, make_eval_sets, sample_batch, strea
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+    pytest.param("cuda", marks=pytest.mark.cuda),
 ]
 
 #: One task per sampler mode: paired, item noise, K = inf, equalized contexts, interleaved.

@@ -9,6 +9,7 @@ fails where a real capture would go wrong: a tensor read at a moved address, or 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -27,9 +28,9 @@ from icl_mech.readout import loss_and_accuracy
 from icl_mech.sampler import TRAINING_MODES, sample_batch, stream_generator, training_pool
 from icl_mech.trainer import make_optimizer
 from icl_mech.writer import BackgroundWriter, host_copy
-from graph_emulation import AddressesMoved, HostSync, emulate_graphs, emulated_capture
+import graph_emulation
+from graph_emulation import CAPTURE_ENDED, AddressesMoved, HostSync, emulate_graphs, emulated_capture
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = {"K": 64, "steps": 40, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
 
 
@@ -78,6 +79,24 @@ def test_leaving_on_another_error_finishes_the_submitted_writes_and_keeps_that_e
         writer.submit(lambda: (time.sleep(0.05), done.append("snapshot")))
         raise KeyboardInterrupt
     assert done == ["snapshot"]
+
+
+def test_an_ensemble_queues_one_metrics_write_per_evaluation_for_all_its_members(tmp_path, monkeypatch):
+    """One queued write per member and evaluation would, at E = 64, fill the writer's queue of 8
+    and keep training waiting for 56 fsyncs at every evaluation: all rows go in one write."""
+    queued = []
+
+    class RecordingWriter(BackgroundWriter):
+        def submit(self, write):
+            queued.append(write)
+            super().submit(write)
+
+    monkeypatch.setattr(trainer, "BackgroundWriter", RecordingWriter)
+    runs = train_ensemble([tiny_config(steps=4, seed=seed) for seed in range(3)], [tmp_path / f"run{i}" for i in range(3)],
+                          progress=False)
+    metrics_writes = [write.args[0] for write in queued if getattr(write, "func", None) is trainer._append_rows]
+    assert [sorted(rows) for rows in metrics_writes] == [[run.path / storage.METRICS for run in runs]] * 4  # steps 0, 1, 2, 4
+    assert all(len(run.metrics) == 4 for run in runs)
 
 
 def test_a_snapshot_keeps_the_values_of_when_it_was_taken():
@@ -138,51 +157,126 @@ def test_the_replayed_update_takes_the_eager_trajectory_from_the_first_step(monk
         torch.testing.assert_close(parameter, eager_model.get_parameter(name), rtol=0, atol=0, msg=name)
 
 
-def test_a_failed_capture_says_to_rerun_eagerly_and_restores_the_state_it_started_with(monkeypatch):
-    """No eager fallback in the process (a failed capture can leave a registered generator marked
-    as capturing): one error that names --eager, with parameters, optimizer and generator as before."""
+#: What CUDA says when an operation in a capture needs the host (``.item()``, a synchronize).
+REFUSED = "CUDA error: operation not permitted when stream is capturing"
+
+
+def read_back_in_capture() -> None:
+    """An operation that fails only while a graph is recorded, as ``.item()`` does on CUDA."""
+    if graph_emulation.capturing:
+        raise RuntimeError(REFUSED)
+
+
+def test_a_failed_capture_names_the_failing_operation_keeps_its_error_and_restores_the_state(monkeypatch):
+    """An operation fails inside the capture (emulated: ending it raises CAPTURE_ENDED, the
+    operation's error its context, as torch.cuda.graph does): one error that names the operation
+    and says to rerun with --eager, raised from the capture's errors, and parameters, optimizer and
+    generator as before (no eager fallback: a failed capture can leave a registered generator
+    marked as capturing)."""
     model, optimizer, generator, update = _training_state("adam")
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     rng_before = generator.get_state()
 
-    def failing_capture(function, generators, device):
-        function()  # a warm-up run got through, then capture hit an operation it cannot record
-        raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")
+    def update_reading_back() -> None:
+        update(keep_gradients=True)
+        read_back_in_capture()
 
-    monkeypatch.setattr(graphs, "_captured", failing_capture)
+    monkeypatch.setattr(graphs, "_captured", emulated_capture)
     monkeypatch.setattr(graphs, "captures", lambda device, capture: True)
     monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    with pytest.raises(CaptureError, match=r"\(operation not permitted when stream is capturing\); rerun with --eager"):
+    with pytest.raises(CaptureError) as failure:
         graphs.replayable(
-            lambda: update(keep_gradients=True), torch.device("cpu"),
-            generators=[generator], parameters=parameters, optimizer=optimizer,
+            update_reading_back, torch.device("cpu"), generators=[generator], parameters=parameters, optimizer=optimizer,
         )
+    message = str(failure.value)
+    assert message.startswith("capturing a CUDA graph failed at tests/test_gpu_engine.py:")
+    assert f"in read_back_in_capture `raise RuntimeError(REFUSED)` ({REFUSED}); rerun with --eager" in message
+    cause = failure.value.__cause__  # a traceback shows the capture's errors, the operation's first
+    assert str(cause) == CAPTURE_ENDED and str(cause.__context__) == REFUSED
     assert torch.equal(generator.get_state(), rng_before)
     assert all(torch.equal(parameter, before[name]) for name, parameter in model.named_parameters())
     assert all(not torch.is_tensor(v) or not v.any() for state in optimizer.state.values() for v in state.values())
 
 
-def test_icl_mech_train_whose_capture_fails_prints_one_line_and_resumes_with_eager(tmp_path, monkeypatch, capsys):
-    """The update's capture fails after step 0 is saved: one line naming --eager, exit 2, and the
-    run then goes on from step 0 with --eager --resume."""
+def test_a_failed_capture_gives_back_the_stream_it_started_on(monkeypatch):
+    """torch.cuda.graph (torch 2.13) ends a capture by ``capture_end()`` and only then restores the
+    stream, so when ending a failed capture raises, the capture stream stays current and every
+    later kernel goes to a dead stream. ``graphs._captured`` itself, with CUDA's streams and graph
+    as stand-ins that keep that order."""
+    class Stream(str):
+        def wait_stream(self, other: str) -> None:
+            pass
+
+    streams = [Stream("default")]  # the current stream last
+
+    @contextlib.contextmanager
+    def stream(selected):
+        previous = streams[-1]
+        streams.append(selected)
+        yield
+        streams.append(previous)
+
+    class CUDAGraph:
+        def register_generator_state(self, generator: torch.Generator) -> None:
+            pass
+
+    class graph:  # torch.cuda.graph's order on leaving
+        def __init__(self, cuda_graph, stream, capture_error_mode):
+            self.stream = stream
+
+        def __enter__(self):
+            self.previous = streams[-1]
+            streams.append(self.stream)
+
+        def __exit__(self, kind, error, traceback):
+            if error is not None:
+                raise RuntimeError(CAPTURE_ENDED)  # capture_end()
+            streams.append(self.previous)
+
+    stand_ins = {
+        "Stream": lambda device=None: Stream(f"stream {len(streams)}"), "current_stream": lambda device=None: streams[-1],
+        "set_stream": streams.append, "stream": stream, "CUDAGraph": CUDAGraph, "graph": graph,
+    }
+    for name, value in stand_ins.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    calls = []
+
+    def fails_in_capture() -> None:
+        calls.append(streams[-1])
+        if len(calls) > graphs.WARMUP_RUNS:
+            raise RuntimeError(REFUSED)
+
+    with pytest.raises(RuntimeError, match=CAPTURE_ENDED):
+        graphs._captured(fails_in_capture, [], torch.device("cpu"))
+    assert calls[-1].startswith("stream") and calls[-1] != calls[0]  # it ran on the capture stream
+    assert streams[-1] == "default"
+
+
+def test_icl_mech_train_whose_capture_fails_prints_one_line_naming_the_operation_and_resumes_with_eager(
+    tmp_path, monkeypatch, capsys
+):
+    """The update's capture fails after step 0 is saved (an operation in the sampler needs the host,
+    emulated): one line naming the operation and --eager, exit 2, and the run then goes on from
+    step 0 with --eager --resume."""
     emulate_graphs(monkeypatch)
+    sample_batch = trainer.sample_batch
 
-    def failing_update_capture(function, generators, device):
-        if generators:  # the update registers the data generator; the evaluation none
-            raise RuntimeError("operation not permitted when stream is capturing")
-        return emulated_capture(function, generators, device)
+    def sampling_then_reading_back(*args, **kwargs):
+        read_back_in_capture()
+        return sample_batch(*args, **kwargs)
 
-    monkeypatch.setattr(graphs, "_captured", failing_update_capture)
-    monkeypatch.setattr(graphs.torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(trainer, "sample_batch", sampling_then_reading_back)
     out = tmp_path / "run"
-    args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16", "--out", str(out), "--quiet"]
+    args = ["train", "--K", "64", "--steps", "4", "--set", "eval_size=16", "--set", "d_mlp=16", "--out", str(out), "--quiet"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "rerun with --eager" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("icl-mech train: error: capturing a CUDA graph failed at tests/test_gpu_engine.py:")
+    assert f"in read_back_in_capture `raise RuntimeError(REFUSED)` ({REFUSED}); rerun with --eager" in err
     assert storage.checkpointed_steps(out) == [0]
     assert cli.main(args + ["--eager", "--resume"]) == 0
-    assert "step 10" in capsys.readouterr().out
+    assert "step 4" in capsys.readouterr().out
 
 
 def test_the_interleaved_sampler_decides_burstiness_from_the_config_not_the_draw():
@@ -240,8 +334,9 @@ def _assert_same_metrics_and_weights(run, expected, abs_tolerance=0.0):
 def test_the_captured_path_on_the_cpu_gives_the_eager_run_with_fixed_addresses(tmp_path, monkeypatch, optimizer_name):
     """The trainer's CUDA-graph path (gradients kept, the warm-up undone, evaluation by one
     replay) run on the CPU with emulated graphs: every replay reads its tensors where the capture
-    did, and the run is the eager run exactly."""
-    config = tiny_config(optimizer=optimizer_name, lr=1e-2)
+    did, and the run is the eager run exactly (12 steps: replays past evaluations at 5 and 10 and
+    checkpoints at 8 and 10)."""
+    config = tiny_config(optimizer=optimizer_name, lr=1e-2, steps=12)
     eager = train(config, tmp_path / "eager", progress=False, capture=False)
     emulate_graphs(monkeypatch)
     _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
@@ -265,11 +360,11 @@ def test_icl_mech_train_records_graphs_unless_eager(tmp_path, monkeypatch, capsy
     """``icl-mech train`` takes the captured path where graphs are recorded (emulated here: the
     evaluation pass and the update), and ``--eager`` records none."""
     recorded = _recording_captures(monkeypatch)
-    args = ["train", "--K", "64", "--steps", "10", "--set", "eval_size=64", "--set", "d_mlp=16",
+    args = ["train", "--K", "64", "--steps", "2", "--set", "eval_size=16", "--set", "d_mlp=16",
             "--out", str(tmp_path / "run"), "--quiet"]
     assert cli.main(args + ["--eager"] * eager) == 0
     assert len(recorded) == (0 if eager else 2)
-    assert "step 10" in capsys.readouterr().out
+    assert "step 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("eager", [False, True])
@@ -278,7 +373,7 @@ def test_icl_mech_sweep_records_graphs_unless_eager(tmp_path, monkeypatch, eager
     train without graphs (emulated here; one worker trains in the sweep process)."""
     recorded = _recording_captures(monkeypatch)
     args = ["sweep", "--grid", "seed=0,1", "--ensemble", "2", "--out", str(tmp_path / "sweep"), "--quiet",
-            *(f"--set={field}={value}" for field, value in {**TINY, "steps": 10}.items())]
+            *(f"--set={field}={value}" for field, value in {**TINY, "steps": 2, "eval_size": 16}.items())]
     assert cli.main(args + ["--eager"] * eager) == 0
     assert len(recorded) == (0 if eager else 2)
 
@@ -299,80 +394,108 @@ SAMPLER_MODES = {
 }
 
 
+@contextlib.contextmanager
+def recording(graphs_expected: int):
+    """Fails unless the block records ``graphs_expected`` graphs (a captured run records two: its
+    update and its evaluation pass), so a test of the captured path cannot pass eagerly."""
+    before = graphs.recorded
+    yield
+    assert graphs.recorded - before == graphs_expected
+
+
+@pytest.mark.parametrize("graphs_on", ["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("mode", SAMPLER_MODES)
-def test_every_sampler_mode_trains_on_the_captured_path_without_a_host_sync(tmp_path, monkeypatch, mode):
-    """A step in any sampling mode records into a graph: no operation reads a value back to the
-    host or makes a data-dependent shape (``graph_emulation.HostSync``), every replay reads its
-    tensors where the capture did, and the run is the eager run."""
-    config = tiny_config(steps=12, **SAMPLER_MODES[mode])
-    eager = train(config, tmp_path / "eager", progress=False, capture=False)
-    emulate_graphs(monkeypatch)
-    _assert_same_metrics_and_weights(train(config, tmp_path / "captured", progress=False), eager)
+def test_every_sampler_mode_trains_on_the_captured_path_without_a_host_sync(tmp_path, monkeypatch, mode, graphs_on):
+    """A step in any sampling mode records into a graph and replays as the eager run. Emulated on
+    the CPU: no operation reads a value back to the host or makes a data-dependent shape
+    (``graph_emulation.HostSync``), every replay reads its tensors where the capture did, and the
+    run is the eager run exactly. On CUDA: a real capture, the eager run's metrics and weights."""
+    config = tiny_config(steps=4, **SAMPLER_MODES[mode])
+    device = "cuda" if graphs_on == "cuda" else "cpu"
+    eager = train(config, tmp_path / "eager", device=device, progress=False, capture=False)
+    if graphs_on == "emulated":
+        emulate_graphs(monkeypatch)
+    with recording(2):
+        captured = train(config, tmp_path / "captured", device=device, progress=False)
+    _assert_same_metrics_and_weights(captured, eager, abs_tolerance=1e-4 if graphs_on == "cuda" else 0.0)
 
 
 def test_the_sync_check_catches_a_value_read_to_the_host():
-    """What the sampler-mode test relies on: ``.item()`` and boolean masks inside are refused."""
+    """What the sampler-mode test relies on: ``.item()``, boolean masks and the multinomial draws
+    that check their weights on the host are refused; multinomial's many draws with replacement,
+    which read nothing back, are not."""
     values = torch.randn(8)
-    with pytest.raises(HostSync):
-        emulated_capture(lambda: values[values > 0].sum(), (), torch.device("cpu"))
-    with pytest.raises(HostSync):
-        emulated_capture(lambda: values.max().item(), (), torch.device("cpu"))
+    weights = values.abs().expand(4, 8)
+    for reads_back in (
+        lambda: values[values > 0].sum(),
+        lambda: values.max().item(),
+        lambda: torch.multinomial(weights, 1, replacement=True),
+        lambda: torch.multinomial(weights, 3, replacement=False),
+    ):
+        with pytest.raises(HostSync):
+            emulated_capture(reads_back, (), torch.device("cpu"))
+    emulated_capture(lambda: torch.multinomial(weights, 3, replacement=True), (), torch.device("cpu"))
 
 
 def test_a_run_on_the_captured_path_stopped_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
     """Resuming loads a capturable Adam's state before the warm-up runs, so ``replayable`` must
     put the loaded state back (not a fresh optimizer's zeros): emulated graphs on the CPU."""
     emulate_graphs(monkeypatch)
-    config = tiny_config()
+    config = tiny_config(steps=12)
     whole = train(config, tmp_path / "whole", progress=False)
-    train(config.override(steps=15), tmp_path / "split", progress=False)
+    train(config.override(steps=5), tmp_path / "split", progress=False)  # evaluated, not a checkpoint step
     split = train(config, tmp_path / "split", resume=True, progress=False)
     _assert_same_metrics_and_weights(split, whole)
 
 
 def test_the_captured_ensemble_path_on_the_cpu_keeps_its_addresses_and_members(tmp_path, monkeypatch):
     """A captured ensemble is stacked once, before its graphs are recorded, and keeps a stopped
-    member in its update (seed 0 stops early on ICL accuracy 0.56, seed 1 runs all 60): with
-    emulated graphs, no replay reads a moved tensor, and both members end as the eager ensemble's
-    do (to float rounding: the eager one restacks seed 1 alone)."""
-    configs = [tiny_config(seed=seed, N=9, d_mlp=32, eval_size=100, steps=60, stop_icl_acc=0.56) for seed in (0, 1)]
+    member in its update (seed 4 stops early on ICL accuracy 0.6 at step 10, seed 1 runs all 20):
+    with emulated graphs, no replay reads a moved tensor, and both members end as the eager
+    ensemble's do (to float rounding: the eager one restacks seed 1 alone)."""
+    configs = [tiny_config(seed=seed, N=9, steps=20, stop_icl_acc=0.6) for seed in (4, 1)]
     eager = train_ensemble(configs, [tmp_path / "eager0", tmp_path / "eager1"], progress=False, capture=False)
-    assert eager[0].status["stopped_early"] and eager[1].status["last_step"] == 60
+    assert eager[0].status["last_step"] == 10 and eager[0].status["stopped_early"]
+    assert eager[1].status["last_step"] == 20
     emulate_graphs(monkeypatch)
     captured = train_ensemble(configs, [tmp_path / "captured0", tmp_path / "captured1"], progress=False)
     for run, expected in zip(captured, eager):
         _assert_same_metrics_and_weights(run, expected, abs_tolerance=1e-5)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])
 def test_a_captured_run_gives_the_eager_runs_metrics(tmp_path, optimizer_name):
     config = tiny_config(steps=200, optimizer=optimizer_name, lr=1e-2 if optimizer_name == "sgd" else 1e-3)
-    eager = train(config, tmp_path / "eager", device="cuda", progress=False, capture=False)
-    captured = train(config, tmp_path / "captured", device="cuda", progress=False)
+    with recording(0):
+        eager = train(config, tmp_path / "eager", device="cuda", progress=False, capture=False)
+    with recording(2):
+        captured = train(config, tmp_path / "captured", device="cuda", progress=False)
     for eager_row, captured_row in zip(_rows(eager), _rows(captured), strict=True):
         assert eager_row.keys() == captured_row.keys()
         for key in eager_row:
             assert captured_row[key] == pytest.approx(eager_row[key], abs=1e-4), (eager_row["step"], key)
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_a_captured_run_stopped_and_resumed_ends_where_an_uninterrupted_one_does(tmp_path):
     config = tiny_config(steps=200)
-    whole = train(config, tmp_path / "whole", device="cuda", progress=False)
-    train(config.override(steps=100), tmp_path / "split", device="cuda", progress=False)
-    split = train(config, tmp_path / "split", device="cuda", resume=True, progress=False)
+    with recording(6):  # three captured trainings
+        whole = train(config, tmp_path / "whole", device="cuda", progress=False)
+        train(config.override(steps=100), tmp_path / "split", device="cuda", progress=False)
+        split = train(config, tmp_path / "split", device="cuda", resume=True, progress=False)
     for whole_row, split_row in zip(_rows(whole), _rows(split), strict=True):
         assert split_row == pytest.approx(whole_row, rel=0, abs=1e-6)
     for name, tensor in whole.state_dict(200).items():
         torch.testing.assert_close(split.state_dict(200)[name], tensor, rtol=0, atol=1e-6)
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_a_captured_ensemble_gives_the_eager_ensembles_metrics(tmp_path):
     configs = [tiny_config(seed=seed, K=K, steps=200) for seed, K in [(0, 64), (1, 128), (2, 64)]]
     eager = train_ensemble(configs, [tmp_path / f"eager{i}" for i in range(3)], device="cuda", progress=False, capture=False)
-    captured = train_ensemble(configs, [tmp_path / f"captured{i}" for i in range(3)], device="cuda", progress=False)
+    with recording(2):  # one update and one evaluation pass for all three
+        captured = train_ensemble(configs, [tmp_path / f"captured{i}" for i in range(3)], device="cuda", progress=False)
     for eager_run, captured_run in zip(eager, captured):
         assert captured_run.status["last_step"] == eager_run.status["last_step"]
         for eager_row, captured_row in zip(_rows(eager_run), _rows(captured_run), strict=True):
@@ -384,7 +507,7 @@ def test_an_adam_run_saved_eagerly_resumes_on_the_captured_path_with_a_capturabl
     """``load_state_dict`` takes ``capturable`` from the saved groups: a run saved under --eager
     would resume uncapturable, and on CUDA its capture would fail. The resumed update's optimizer
     must be capturable (emulated graphs; a single run and an ensemble)."""
-    configs = [tiny_config(steps=10, seed=seed) for seed in range(members)]
+    configs = [tiny_config(steps=2, eval_size=16, seed=seed) for seed in range(members)]
     run_dirs = [tmp_path / f"run{index}" for index in range(members)]
     train_ensemble(configs, run_dirs, progress=False, capture=False)
     emulate_graphs(monkeypatch)
@@ -396,7 +519,7 @@ def test_an_adam_run_saved_eagerly_resumes_on_the_captured_path_with_a_capturabl
         return graphs.replayable(function, device, optimizer=optimizer, **kwargs)
 
     monkeypatch.setattr(trainer, "replayable", recording_replayable)
-    longer = [config.override(steps=20) for config in configs]
+    longer = [config.override(steps=4) for config in configs]
     if members == 1:
         train(longer[0], run_dirs[0], resume=True, progress=False)
     else:
@@ -437,6 +560,7 @@ def test_building_a_model_leaves_every_global_generator_alone(monkeypatch):
         assert torch.equal(parameter, again.get_parameter(name)), name
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_a_run_on_a_device_other_than_the_current_one_is_captured_and_trains(tmp_path):
     """Streams and graphs made on the current device (cuda:0) would not capture work on cuda:1:
@@ -444,8 +568,25 @@ def test_a_run_on_a_device_other_than_the_current_one_is_captured_and_trains(tmp
     config = tiny_config(steps=100)
     assert torch.cuda.current_device() == 0
     eager = train(config, tmp_path / "eager", device="cuda:1", progress=False, capture=False)
-    recorded_before = graphs.recorded
-    captured = train(config, tmp_path / "captured", device="cuda:1", progress=False)
-    assert graphs.recorded - recorded_before == 2
+    with recording(2):
+        captured = train(config, tmp_path / "captured", device="cuda:1", progress=False)
     for eager_row, captured_row in zip(_rows(eager), _rows(captured), strict=True):
         assert captured_row == pytest.approx(eager_row, abs=1e-4)
+
+
+def read_back(values: torch.Tensor) -> None:
+    values.sum().item()
+
+
+@pytest.mark.cuda
+def test_a_capture_that_fails_on_cuda_names_the_operation_and_gives_back_the_stream():
+    """A real capture of an operation that needs the host: CaptureError names the line that called
+    it, is raised from CUDA's errors, and the process goes on on the stream it was on."""
+    values = torch.ones(4, device="cuda")
+    stream = torch.cuda.current_stream()
+    with pytest.raises(CaptureError) as failure:
+        graphs.replayable(lambda: read_back(values), torch.device("cuda"))
+    assert "at tests/test_gpu_engine.py:" in str(failure.value) and "in read_back `values.sum().item()`" in str(failure.value)
+    assert failure.value.__cause__ is not None
+    assert torch.cuda.current_stream() == stream
+    assert torch.ones(2, device="cuda").sum().item() == 2

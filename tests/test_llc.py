@@ -158,7 +158,7 @@ def test_llc_command_refuses_bad_steps_restrictions_and_settings_in_one_line(cap
     assert exit.value.code == 2 and error.count("\n") == 1 and "subset of full,attn,mlp" in error
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_llc_on_cuda_keeps_every_tensor_on_the_model_device():
     run = load_run(REFERENCE / "memorize")
     table, _ = llc_run(run, [run.steps[-1]], settings=SGLDSettings(chains=2, draws=4, burn_in=2), device="cuda", progress=False)

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from icl_mech import preset, storage
+from icl_mech import preset
 from icl_mech.analysis.icl_time import icl_time_table
 from icl_mech.analysis.sweep_table import Levels
 from icl_mech.cli import main
+from fake_runs import write_run
 
 #: The fake law: memorizing K items takes A K^NU steps; ICL takes T_ICL[N] steps at K = inf.
 A, NU = 4.0, 0.75
 T_ICL = {10: 600, 20: 1200, 40: 2400}
 STEPS = np.arange(0, 6001, 10)
-
-
-def _write_run(directory, config, icl_acc, iwl_acc) -> None:
-    directory.mkdir(parents=True)
-    storage.write_json(directory / storage.CONFIG, config.to_dict())
-    rows = [
-        {"step": int(s), "icl_acc": float(i), "iwl_acc": float(w), "train_acc": float(w)}
-        for s, i, w in zip(STEPS, icl_acc, iwl_acc)
-    ]
-    (directory / storage.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    storage.write_json(directory / storage.STATUS, {"last_step": int(STEPS[-1]), "stopped_early": False})
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +28,17 @@ def sweeps(tmp_path_factory):
         for seed in (0, 1):
             iwl = np.minimum(1.0, 0.5 + 0.4 * STEPS / (A * k**NU))
             config = base.override(K=k, seed=seed, frozen="attn")
-            _write_run(root / "mem" / f"K{k}-seed{seed}", config, np.full(STEPS.size, 0.5), iwl)
+            write_run(root / "mem" / f"K{k}-seed{seed}", config, STEPS, np.full(STEPS.size, 0.5), iwl)
     for n, t_icl in T_ICL.items():
         for seed, shift in ((0, -10), (1, 10)):
             icl = np.where(STEPS >= t_icl + shift, 1.0, 0.5)
             config = base.override(K=None, N=n, seed=seed)
-            _write_run(root / "kinf" / f"N{n}-seed{seed}", config, icl, np.full(STEPS.size, 0.5))
+            write_run(root / "kinf" / f"N{n}-seed{seed}", config, STEPS, icl, np.full(STEPS.size, 0.5))
     for n, k_star in ((10, 300), (20, 800)):  # a transition sweep: ICL above k_star, not below
         for k in (100, 200, 400, 1600, 3200):
             final = 0.97 if k > k_star else 0.52
             config = base.override(K=k, N=n)
-            _write_run(root / "transition" / f"N{n}-K{k}", config, np.full(STEPS.size, final), np.full(STEPS.size, 0.5))
+            write_run(root / "transition" / f"N{n}-K{k}", config, STEPS, np.full(STEPS.size, final), np.full(STEPS.size, 0.5))
     return root
 
 

@@ -192,6 +192,7 @@ def sigterm_on_metrics_row(monkeypatch, step: int) -> None:
     monkeypatch.setattr(trainer, "stop_reason", stop_reason)
 
 
+@pytest.mark.sigterm
 def test_sigterm_saves_the_step_reached_and_a_sweep_worker_resumes_it_exactly(reference, tmp_path, monkeypatch):
     (point,) = plan_sweep(tiny_config(), {"seed": [0]}, tmp_path)
     sigterm_on_metrics_row(monkeypatch, 15)  # 15: evaluated, not a checkpoint step
@@ -202,10 +203,14 @@ def test_sigterm_saves_the_step_reached_and_a_sweep_worker_resumes_it_exactly(re
     assert load_run(point.run_dir).steps == [0, 1, 2, 4, 8, 10, 15]
     assert [row["step"] for row in rows(point.run_dir)][-1] == 15
     assert run_status(point) == "interrupted" and not (point.run_dir / ERROR).exists()  # stopped, not failed
+    assert load_run(point.run_dir).status == {
+        "state": storage.INTERRUPTED, "last_step": 15, "stopped_early": False, "stop_reason": None,
+        **{key: load_run(point.run_dir).status[key] for key in ("seconds", "steps_per_second", "device")},
+    }
     monkeypatch.undo()
 
     train_unit([point.config.to_dict()], [str(point.run_dir)], "cpu", torch.get_num_threads())
-    assert run_status(point) == "finished"
+    assert run_status(point) == "finished" and load_run(point.run_dir).status["state"] == storage.FINISHED
     assert rows(point.run_dir) == rows(reference)  # the unscheduled checkpoint logged no extra row
     assert_same_weights(weights(point.run_dir, 30), weights(reference, 30))
 
@@ -277,6 +282,13 @@ def test_sigterm_to_a_sweep_stops_every_worker_resumably_and_the_same_command_fi
     assert [status[f"{leader}-seed{seed}"] for seed in (0, 1)] == ["interrupted"] * 2
     assert status[f"{laggard}-seed0"] == status[f"{laggard}-seed1"] in ("interrupted", "pending")
     assert [status[f"K256-seed{seed}"] for seed in (0, 1)] == ["pending"] * 2
+    for run, state in status.items():  # what comes back from a stopped sweep says where each run stands
+        if state == "interrupted":
+            saved = int(storage.load_tensors(sweep_dir / run / storage.RESUME)[1]["step"])
+            ended = storage.read_json(sweep_dir / run / storage.STATUS)
+            assert (ended["state"], ended["last_step"]) == (storage.INTERRUPTED, saved), run
+        else:
+            assert not (sweep_dir / run / storage.STATUS).exists(), run
 
     assert main([*args, "--out", str(sweep_dir)]) == 0
     assert list(read_index(sweep_dir).status) == ["finished"] * 6

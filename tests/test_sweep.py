@@ -10,6 +10,7 @@ import torch
 
 from icl_mech import ConfigError, TrainingStopped, preset, storage, trainer
 from icl_mech.trainer import train
+from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.cli import main
 from icl_mech.sweep import (
     ERROR,
@@ -157,6 +158,7 @@ def test_an_ensemble_unit_trains_every_member_into_its_own_run_directory(tmp_pat
     assert storage.read_json(points[3].run_dir / storage.CONFIG)["task"]["K"] == 128
 
 
+@pytest.mark.sigterm
 def test_sigterm_before_training_stops_a_one_worker_sweep_once_training_begins(tmp_path, monkeypatch):
     """With one worker the units train in the sweep process; a SIGTERM that comes while a unit
     opens its runs (before the trainer's own handler) is resent until training stops at it."""
@@ -180,6 +182,13 @@ def test_sigterm_before_training_stops_a_one_worker_sweep_once_training_begins(t
     # depends on when the resent signal lands, step 0 included (before the first update)
     saved = storage.load_tensors(tmp_path / "K64-seed0" / storage.RESUME)[1]["step"]
     assert 0 <= int(saved) < 2000
+    # every run it stopped says so, at the step saved; the pending ones have no status yet
+    for run in ("K64-seed0", "K64-seed1"):
+        status = storage.read_json(tmp_path / run / storage.STATUS)
+        assert (status["state"], status["last_step"]) == (storage.INTERRUPTED, int(saved))
+    assert not [path for path in tmp_path.glob(f"K128-*/{storage.STATUS}")]
+    with pytest.raises(ConfigError, match="no finished run directories"):  # interrupted runs are not results
+        load_sweeps([tmp_path])
 
 
 def test_a_sweep_ended_by_ctrl_c_leaves_no_run_marked_running(tmp_path, monkeypatch):

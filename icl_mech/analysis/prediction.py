@@ -99,7 +99,7 @@ def prediction_figure(
         found = thresholds[np.isfinite(thresholds.K_star)]
         errors = [found.K_star - found.K_star_low, found.K_star_high - found.K_star]
         axis.errorbar(found.N * 1.03, found.K_star, yerr=errors, fmt="o", capsize=3, label="measured (sigmoid fit)")
-        out = predicted.merge(thresholds[["N", "K_star", "K_star_low", "K_star_high"]], on="N", how="outer")
+        out = predicted.merge(thresholds[["N", "K_star", "K_star_low", "K_star_high", "K_star_bound"]], on="N", how="outer")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("N (tokens per sequence)")

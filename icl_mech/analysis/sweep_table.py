@@ -79,8 +79,8 @@ def _run_row(run: Run, levels: Levels) -> dict:
 
 
 def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.DataFrame:
-    """Every finished run directory (one with status.json) directly under ``dirs``, one row each;
-    runs still training or interrupted are left out, as their last metrics are not final.
+    """Every finished run directory (``storage.ended_status``) directly under ``dirs``, one row
+    each; runs still training or interrupted are left out, as their last metrics are not final.
 
     K is infinite (None in the config) as ``inf`` so that it sorts and plots on a log axis;
     ``t_icl`` is the first step with ICL accuracy >= ``levels.icl``.
@@ -90,7 +90,7 @@ def load_sweeps(dirs: Iterable[str | Path], levels: Levels = Levels()) -> pd.Dat
         if not directory.is_dir():
             raise ConfigError(f"sweep directory {directory} does not exist")
         for config in sorted(directory.glob(f"*/{storage.CONFIG}")):
-            if (config.parent / storage.STATUS).exists():
+            if storage.ended_status(config.parent) is not None:
                 rows.append(_run_row(Run(config.parent), levels))
     if not rows:
         raise ConfigError(f"no finished run directories under {[str(d) for d in dirs]}")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.fits import CHANCE, fit_threshold
+from icl_mech.analysis.fits import CHANCE, PERFECT, fit_threshold
 from icl_mech.analysis.plotting import MissingRuns, save
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 from icl_mech.errors import ConfigError
@@ -26,6 +26,11 @@ def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = 
 
     ``table`` is ``load_sweeps``' table of whole-model runs; conditions are ``by`` (default: the
     fields that vary besides K and seed). Conditions with fewer than 3 finite K get no fit (NaN).
+    K* is only reported inside the swept K: where no K's mean final ICL accuracy reached half way
+    from chance to perfect (the sigmoid's midpoint, which K* marks), every K's did, or the fit puts
+    its midpoint outside the grid anyway, K* and its interval are NaN, ``K_star_bound`` says what
+    the runs show instead (``"> 128"``: above the largest K swept; ``"< 32"``: below the smallest;
+    empty where K* is fitted) and ``K_star_why`` why.
     """
     by = condition_columns(table) if by is None else by
     groups = table.groupby(by, sort=True) if by else [((), table)]
@@ -44,13 +49,29 @@ def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = 
             "K_below": below.max() if below.size else np.nan,
             "K_above": above.min() if above.size else np.nan,
         }
-        try:
-            low = chance(int(runs.L.iloc[0])) if "L" in runs else CHANCE  # L varies only across conditions
-            fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy(), low=low)
-            row.update(K_star=fit.k_star, K_star_low=fit.interval[0], K_star_high=fit.interval[1],
-                       log_K_star_sd=fit.log_k_star_sd, width=fit.width)
-        except (ConfigError, RuntimeError):  # too few K, or curve_fit found no optimum
-            row.update(K_star=np.nan, K_star_low=np.nan, K_star_high=np.nan, log_K_star_sd=np.nan, width=np.nan)
+        row.update(K_star=np.nan, K_star_low=np.nan, K_star_high=np.nan, log_K_star_sd=np.nan, width=np.nan,
+                   K_star_bound="", K_star_why="")
+        # K* is where the sigmoid is half way from chance to perfect: a K "reached ICL" past that
+        low = chance(int(runs.L.iloc[0])) if "L" in runs and len(runs) else CHANCE  # L varies only across conditions
+        half_way = (low + PERFECT) / 2
+        reached = f"mean final ICL >= {half_way:g}, half way from chance to 1"
+        if runs.empty:
+            pass
+        elif not (mean_icl >= half_way).any():
+            row.update(K_star_bound=f"> {runs.K.max():g}", K_star_why=f"no K reached ICL ({reached})")
+        elif (mean_icl >= half_way).all():
+            row.update(K_star_bound=f"< {runs.K.min():g}", K_star_why=f"every K reached ICL ({reached})")
+        else:
+            try:
+                fit = fit_threshold(runs.K.to_numpy(), runs.icl_acc.to_numpy(), runs.seed.to_numpy(), low=low)
+            except (ConfigError, RuntimeError):  # too few K, or curve_fit found no optimum
+                fit = None
+            if fit is not None and not runs.K.min() <= fit.k_star <= runs.K.max():
+                side = f"> {runs.K.max():g}" if fit.k_star > runs.K.max() else f"< {runs.K.min():g}"
+                row.update(K_star_bound=side, K_star_why=f"the fit's midpoint ({fit.k_star:.0f}) lies outside the swept K")
+            elif fit is not None:
+                row.update(K_star=fit.k_star, K_star_low=fit.interval[0], K_star_high=fit.interval[1],
+                           log_K_star_sd=fit.log_k_star_sd, width=fit.width)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -64,7 +85,8 @@ def plot_transition(table: pd.DataFrame, thresholds: pd.DataFrame, by: list[str]
         for field in by:
             runs = runs[runs[field] == getattr(threshold, field)]
         means = runs.groupby("K")[["icl_acc", "iwl_acc"]].mean()
-        axis.plot(means.index, means.icl_acc, "-o", color=color, label=f"ICL {threshold.condition}")
+        bound = f" (K* {threshold.K_star_bound})" if threshold.K_star_bound else ""
+        axis.plot(means.index, means.icl_acc, "-o", color=color, label=f"ICL {threshold.condition}{bound}")
         axis.plot(means.index, means.iwl_acc, "--s", color=color, alpha=0.6, label=f"IWL {threshold.condition}")
         axis.scatter(runs.K, runs.icl_acc, color=color, s=10, alpha=0.4)
         if np.isfinite(threshold.K_star):
@@ -80,11 +102,14 @@ def plot_transition(table: pd.DataFrame, thresholds: pd.DataFrame, by: list[str]
 
 
 def _describe(thresholds: pd.DataFrame) -> str:
-    return "; ".join(
-        f"{t.condition}: K*={t.K_star:.0f} [{t.K_star_low:.0f}, {t.K_star_high:.0f}]"
-        if np.isfinite(t.K_star) else f"{t.condition}: no fit (needs 3+ K)"
-        for t in thresholds.itertuples()
-    )
+    def one(t) -> str:
+        if np.isfinite(t.K_star):
+            return f"{t.condition}: K*={t.K_star:.0f} [{t.K_star_low:.0f}, {t.K_star_high:.0f}]"
+        if t.K_star_bound:
+            return f"{t.condition}: {t.K_star_why}, so K* {t.K_star_bound} (outside the swept K)"
+        return f"{t.condition}: no fit (needs 3+ K)"
+
+    return "; ".join(one(t) for t in thresholds.itertuples())
 
 
 def transition_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
