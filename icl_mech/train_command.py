@@ -9,6 +9,7 @@ from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
+from icl_mech.live_log import LOGGERS
 from icl_mech.presets import PRESETS, preset
 
 
@@ -28,6 +29,19 @@ def parse_assignments(pairs: list[str]) -> dict:
             raise ConfigError(f"--set expects FIELD=VALUE, got {pair!r}")
         values[key.strip()] = parse_value(text)
     return values
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log tensorboard`` / ``--log wandb`` (repeatable), as ``train`` and ``sweep`` take it."""
+    parser.add_argument(
+        "--log",
+        action="append",
+        choices=LOGGERS,
+        default=[],
+        help="send every evaluation's metrics live to TensorBoard (event files in the run directory: "
+        "tensorboard --logdir DIR) or Weights & Biases (offline in RUN/wandb/ unless W&B is set up); "
+        "repeat for both. Needs pip install 'icl-mech[tensorboard]' or 'icl-mech[wandb]'",
+    )
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -59,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
     if args.resume:
         _existing_run(out)
-    result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager)
+    result = train(
+        config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager, log=args.log
+    )
     last = result.metrics.iloc[-1]
     reddy = "".join(f"  {name}_acc {last[f'{name}_acc']:.3f}" for name in REDDY_EVAL_SETS if f"{name}_acc" in last)
     print(
@@ -111,5 +127,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
         "an error if --out holds no run",
     )
+    add_log_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
