@@ -8,6 +8,8 @@ Layout of a run directory::
     resume.safetensors                optimizer and data-RNG state at the latest checkpoint
     status.json                       written when the run ends: last step, early stop, time
     .lock                             locked by the process training the run (icl_mech.lock)
+    events.out.tfevents.*, wandb/     live logs, with --log (icl_mech.live_log)
+    sweep_error.txt, slurm_jobs.jsonl written by a sweep (icl_mech.sweep, icl_mech.sweep_slurm)
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
 beside it and renamed into place, so a crash leaves the old file or the new one, never half of one.
