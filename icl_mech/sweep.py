@@ -481,8 +481,15 @@ def _run_slurm(
         try:
             job.result()
         except Exception as error:
-            _record_failure(unit_of[job.job_id], f"slurm job {job.job_id}: {error}")
+            _record_failure(unit_of[job.job_id], _slurm_failure(job, error))
         progress.ended(unit_of[job.job_id])
+
+
+def _slurm_failure(job: Any, error: Exception) -> str:
+    """What a failed task left, ending in a line for the index: the exception the task's trace
+    ends with (submitit puts the trace first, then where the logs are) and its log file."""
+    raised = [line for line in str(error).splitlines() if re.match(r"[\w.]+(Error|Exception|Exit): ", line)]
+    return f"{error}\nslurm job {job.job_id}: {(raised or [str(error)])[-1]} (log: {job.paths.stderr})"
 
 
 def run_sweep(
