@@ -424,7 +424,7 @@ class SlurmOptions:
     #: ``max_num_timeout``); a task out of requeues ends failed, and the next sweep command resumes it.
     max_requeues: int = 3
     #: Seconds before the time limit that Slurm signals a task to save and requeue itself
-    #: (``slurm_signal_delay_s``, sbatch ``--signal USR2@D``; Slurm may send it up to a minute early).
+    #: (``slurm_signal_delay_s``, sbatch ``--signal USR2@D``; Slurm may send it up to 30 s earlier).
     signal_delay_s: int = 90
     #: submitit cluster: None detects Slurm; "local" runs the array as local processes (tests).
     cluster: str | None = None
