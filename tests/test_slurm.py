@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from icl_mech import load_run, preset, storage
+from icl_mech import load_run, preset, storage, trainer
 from icl_mech.sweep import plan_sweep, read_index, train_unit
-from icl_mech.sweep_slurm import JOBS
+from icl_mech.sweep_slurm import JOBS, TIME_LIMIT_SIGNAL, SlurmUnit
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PROGRAMS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged")
@@ -229,3 +229,32 @@ def test_a_run_longer_than_its_time_limit_is_requeued_by_itself_and_ends_as_the_
     assert (point.run_dir / storage.METRICS).read_bytes() == (reference_dir / storage.METRICS).read_bytes()
     final = storage.checkpoint_path(point.run_dir, steps).relative_to(point.run_dir)
     assert (point.run_dir / final).read_bytes() == (reference_dir / final).read_bytes()
+
+
+def test_the_time_limit_signal_saves_the_step_reached_then_hands_the_task_to_submitits_requeue(tmp_path, monkeypatch):
+    """Without a cluster: what a task does when Slurm's signal before the time limit comes."""
+    config = preset("cpu").override(**{**LIMIT_SETS, "steps": 30, "eval_every": 5, "checkpoint_every": 10})
+    run_dir = tmp_path / "run"
+    requeued = []
+
+    def submitits_requeue(signum, frame):  # stands in for submitit's checkpoint-and-requeue, which exits
+        requeued.append(signum)
+        raise SystemExit(-1)
+
+    real_stop_reason = trainer.stop_reason
+
+    def signal_at_step_15(history, train_cfg):  # mid-run, at an evaluated step that is no checkpoint
+        if history[-1]["step"] == 15:
+            os.kill(os.getpid(), TIME_LIMIT_SIGNAL)
+        return real_stop_reason(history, train_cfg)
+
+    monkeypatch.setattr(trainer, "stop_reason", signal_at_step_15)
+    previous = signal.signal(TIME_LIMIT_SIGNAL, submitits_requeue)
+    try:
+        with pytest.raises(SystemExit):
+            SlurmUnit(train_unit)([config.to_dict()], [str(run_dir)], "cpu", 1)
+        assert signal.getsignal(TIME_LIMIT_SIGNAL) is submitits_requeue  # given back to submitit
+    finally:
+        signal.signal(TIME_LIMIT_SIGNAL, previous)
+    assert requeued == [TIME_LIMIT_SIGNAL]  # handed over once, after saving
+    assert load_run(run_dir).steps[-1] == 15 and storage.read_json_lines(run_dir / storage.METRICS)[-1]["step"] == 15
