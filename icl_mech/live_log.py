@@ -105,8 +105,8 @@ def wandb_mode() -> str | None:
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
         logged_in = netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):  # no ~/.netrc, or one W&B cannot read either
-        logged_in = False
+    except (OSError, netrc.NetrcParseError):  # none, or one Python refuses (malformed, or others may read it)
+        logged_in = False  # the safe side: offline
     return None if logged_in else "offline"
 
 
@@ -122,7 +122,10 @@ def _wandb_id(run_dir: Path) -> str:
 
 
 class WandbLog:
-    """A run's W&B run, named by its run directory, with its files in ``<run>/wandb/``."""
+    """A run's W&B run, named by its run directory, with its files in ``<run>/wandb/``. A resumed
+    run continues the same W&B run; of the rows it logs again (those after the last checkpoint of
+    a killed session) W&B keeps the steps it already has, which hold the same values (training
+    resumes exactly)."""
 
     def __init__(self, config: RunConfig, run_dir: Path, start: int):
         import wandb  # ImportError without the wandb extra

@@ -71,6 +71,12 @@ def metrics_rows(run_dir):
     return storage.read_json_lines(run_dir / storage.METRICS)
 
 
+@pytest.fixture(scope="module")
+def without_live_log(tmp_path_factory):
+    """The tiny run trained with no live log."""
+    return train(preset("cpu").override(**TINY), tmp_path_factory.mktemp("without") / "run", progress=False)
+
+
 @pytest.mark.slow
 def test_a_sweep_logs_every_members_rows_config_and_name_to_tensorboard_and_offline_wandb(tmp_path):
     out = tmp_path / "sweep"
@@ -153,9 +159,10 @@ def fail_wandb_import(monkeypatch):
     ],
     ids=["tensorboard not installed", "tensorboard disk full", "wandb not installed"],
 )
-def test_a_live_log_that_fails_warns_once_and_the_run_is_as_without_it(kind, fail, says, tmp_path, monkeypatch):
-    config = preset("cpu").override(**TINY)
-    without = train(config, tmp_path / "without", progress=False)
+def test_a_live_log_that_fails_warns_once_and_the_run_is_as_without_it(
+    kind, fail, says, without_live_log, tmp_path, monkeypatch
+):
+    config, without = preset("cpu").override(**TINY), without_live_log
     fail(monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
