@@ -6,28 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_mech.analysis import FIGURES, make_figures
-from icl_mech.analysis.sweep_table import Levels
-
-#: The ``Levels`` fields a command may set, as ``--<field>-level``, and what each means.
-LEVEL_HELP = {
-    "icl": "ICL accuracy defining t_ICL",
-    "outcome": "final ICL accuracy separating ICL from memorizing outcomes",
-    "memorized": "IWL accuracy defining the memorization time",
-    "faded": "ICL accuracy below which acquired ICL has faded",
-}
-
-
-def add_level_options(parser: argparse.ArgumentParser, fields: dict[str, str]) -> None:
-    """A ``--<field>-level`` flag for each of ``fields`` (names of ``Levels`` fields -> help)."""
-    defaults = Levels()
-    for name, meaning in fields.items():
-        default = getattr(defaults, name)
-        parser.add_argument(f"--{name}-level", type=float, default=default, help=f"{meaning} (default {default})")
-
-
-def levels_from(args: argparse.Namespace, fields: dict[str, str]) -> Levels:
-    """The ``Levels`` the flags of ``add_level_options(parser, fields)`` set."""
-    return Levels(**{name: getattr(args, f"{name}_level") for name in fields})
+from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from
 
 
 def _field_value(text: str) -> tuple[str, str]:

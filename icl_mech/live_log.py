@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from icl_mech import storage
 from icl_mech.config import RunConfig
 from icl_mech.errors import ConfigError
 
@@ -112,6 +111,8 @@ def wandb_mode() -> str | None:
 
 def _wandb_id(run_dir: Path) -> str:
     """The run directory's W&B run id: the one saved there, or a new one, saved."""
+    from icl_mech import storage  # here, not at the top: --help builds --log from this module
+
     path = run_dir / WANDB_ID
     if path.is_file():
         return path.read_text().strip()

@@ -8,8 +8,8 @@ from pathlib import Path
 from icl_mech import storage
 from icl_mech.analysis.prediction import prediction_figure
 from icl_mech.analysis.sweep_table import load_sweeps
+from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from
 from icl_mech.errors import ConfigError
-from icl_mech.figures_command import LEVEL_HELP, add_level_options, levels_from
 
 #: The accuracy levels the prediction reads runs with.
 LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "memorized")}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
 from icl_mech.presets import PRESETS, preset
 from icl_mech.sweep import STATUSES, SlurmOptions, available_cores, parse_grid, run_sweep
-from icl_mech.train_command import add_log_argument, parse_assignments
 
 
 def _slurm_extra(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help=f"local worker processes, each with cores/workers torch threads (this machine: {available_cores()} cores)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for every run (default cpu)")
+    add_device(parser, help="cpu or cuda[:N], for every run (default cpu)")
     parser.add_argument(
         "--eager",
         action="store_true",
@@ -128,6 +128,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other sbatch option, e.g. --slurm-option account=mylab --slurm-option qos=short",
     )
-    add_log_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log(parser)
+    add_quiet(parser)
     parser.set_defaults(handler=run)

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from icl_mech import storage
+from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
-from icl_mech.live_log import LOGGERS
 from icl_mech.presets import PRESETS, preset
 
 
@@ -18,30 +18,6 @@ def default_run_dir(config: RunConfig, preset_name: str) -> Path:
     task = config.task
     k = "inf" if task.K is None else task.K
     return Path("checkpoints") / f"{preset_name}-K{k}-N{task.N}-seed{config.train.seed}"
-
-
-def parse_assignments(pairs: list[str]) -> dict:
-    """``["lr=0.1", "K=inf"]`` -> ``{"lr": 0.1, "K": None}``."""
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {pair!r}")
-        values[key.strip()] = parse_value(text)
-    return values
-
-
-def add_log_argument(parser: argparse.ArgumentParser) -> None:
-    """``--log tensorboard`` / ``--log wandb`` (repeatable), as ``train`` and ``sweep`` take it."""
-    parser.add_argument(
-        "--log",
-        action="append",
-        choices=LOGGERS,
-        default=[],
-        help="send every evaluation's metrics live to TensorBoard (event files in the run directory: "
-        "tensorboard --logdir DIR) or Weights & Biases (offline in RUN/wandb/ unless W&B is set up); "
-        "repeat for both. Needs pip install 'icl-mech[tensorboard]' or 'icl-mech[wandb]'",
-    )
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -113,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set equalized=true (repeatable)",
     )
     parser.add_argument("--out", help="run directory (default checkpoints/<preset>-K<K>-N<N>-seed<seed>)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    add_device(parser)
     parser.add_argument(
         "--eager",
         action="store_true",
@@ -127,6 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
         "an error if --out holds no run",
     )
-    add_log_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log(parser)
+    add_quiet(parser)
     parser.set_defaults(handler=run)

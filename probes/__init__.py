@@ -11,8 +11,8 @@
   coefficient, whole or restricted to attention / MLP weights, and models with known answers.
 - ``trajectory``: several runs' checkpoints in the joint PCA of their query logits.
 - ``viz`` and ``plots``: circuitsvis pages (offline) and PNG plots.
-- ``commands``: the ``icl-mech ablate | probe | independence | viz | report | llc | trajectory``
-  subcommands.
+- ``<command>_command``: the ``icl-mech ablate | probe | independence | viz | report | llc |
+  trajectory`` subcommands, one module each, built from ``icl_mech.arguments``' shared flags.
 
 ``icl_mech`` never imports this package; the commands register through the
 ``icl_mech.commands`` entry-point group. See docs/PROBES.md.

@@ -29,7 +29,7 @@ def test_missing_run_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_bare_ablate_command_reports_a_missing_run():
     result = subprocess.run(
-        [sys.executable, "-c", "from probes.commands import ablate_entry; ablate_entry()",
+        [sys.executable, "-c", "from probes.ablate_command import entry; entry()",
          "--run", "/nonexistent/run", "--circuit", "induction"],
         capture_output=True, text=True,
     )

@@ -1,0 +1,38 @@
+"""``icl-mech report``: one self-contained, offline HTML page of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+from icl_mech.arguments import add_device, add_quiet, add_run
+from icl_mech.devices import resolve_device
+from icl_mech.run import load_run
+from probes.llc import SGLDSettings
+from probes.report import write_report
+
+
+def run(args: argparse.Namespace) -> int:
+    llc = None if args.no_llc else SGLDSettings()
+    path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet, llc)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="one self-contained HTML report of a run (offline)",
+        description="Accuracy and loss over training, every head's attention with a slider over "
+        "checkpoints, match score and logit attribution over time, the cross-ablation matrix over "
+        "time with the independence verdict, the local learning coefficient over time (whole model, "
+        "attention, MLP; training data; default SGLD settings) and the run's config: one HTML file that opens "
+        "without network (open it with #step=N to show checkpoint N's attention).",
+    )
+    add_run(parser)
+    add_device(parser)
+    parser.add_argument("--out", required=True, help="HTML file to write (its directory must exist)")
+    add_quiet(parser)
+    parser.add_argument(
+        "--no-llc", action="store_true",
+        help="leave out the local learning coefficient section (its slowest; `icl-mech llc` computes it alone)",
+    )
+    parser.set_defaults(handler=run)
