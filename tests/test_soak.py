@@ -23,15 +23,16 @@ from icl_mech.sweep import available_cores, plan_sweep, read_index, train_unit
 from processes import alive, descendants
 
 SOAK_SEED = int(os.environ.get("ICL_MECH_SOAK_SEED", "30"))
-#: 16 runs of about a second each on one thread, evaluated every 20 steps and checkpointed at
+#: 16 runs of one to two seconds each on one thread, evaluated every 20 steps and checkpointed at
 #: 0, 1, 2, 4, ..., 32 and every 50 steps: a kill at any moment lands in some write.
 GRID = {"seed": list(range(16))}
-FIXED = {"K": 64, "steps": 400, "eval_every": 20, "checkpoint_every": 50, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
+FIXED = {"K": 64, "steps": 600, "eval_every": 20, "checkpoint_every": 50, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
 #: Kills: this many workers, and the sweep process once, in a seeded order.
 WORKER_KILLS = 5
-#: Seconds from a kill (or the start) to the next, drawn uniformly: long enough for a new worker
-#: to be training at times, short enough that every kill lands before the sweep is done.
-KILL_GAP_S = (0.5, 4.0)
+#: Seconds from one kill (or the start) to the next, drawn uniformly, a kill of a worker waiting
+#: for one to exist: long enough for a new worker to be training at times, short enough that
+#: every kill lands well before the sweep is done.
+KILL_GAP_S = (0.3, 2.0)
 
 
 def _workers(sweep_pid: int) -> list[int]:
