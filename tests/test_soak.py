@@ -100,13 +100,16 @@ def test_a_sweep_whose_workers_and_itself_are_killed_at_random_finishes_bit_iden
     chaos = Chaos(seed)
     chaos.start()
     attempts = []
-    while len(attempts) < 20:
-        chaos.sweep = sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, stderr = sweep.communicate(timeout=300)
-        attempts.append((sweep.returncode, stderr))
-        if sweep.returncode == 0:
-            break
-    reference.join()
+    try:
+        while len(attempts) < 20:
+            chaos.sweep = sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            _, stderr = sweep.communicate(timeout=300)
+            attempts.append((sweep.returncode, stderr))
+            if sweep.returncode == 0:
+                break
+    finally:
+        sweep.kill()  # a sweep that hung (its workers then leave by themselves)
+        reference.join()
     context = f"seed {seed}; kills: {chaos.kills}; sweep commands exited {[code for code, _ in attempts]}"
     assert len(chaos.kills) == WORKER_KILLS + 1 and sweep.returncode == 0, context
     # A killed worker is replaced and its unit goes on: no command ends in a traceback.
