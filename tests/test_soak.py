@@ -48,6 +48,22 @@ def _workers(sweep_pid: int) -> list[int]:
     return sorted(found)
 
 
+def _kill_worker(sweep_pid: int, pid: int) -> bool:
+    """SIGKILL ``pid`` if it is still one of the sweep's workers, through a pidfd, so that a worker
+    that ended meanwhile cannot have its pid reused by someone else's process and killed."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if pid not in _workers(sweep_pid):
+            return False
+        signal.pidfd_send_signal(handle, signal.SIGKILL)
+        return True
+    finally:
+        os.close(handle)
+
+
 class Chaos(threading.Thread):
     """Kills, at seeded moments, a random worker of the sweep command running now (or the command
     itself), and remembers every process the sweeps started, to look for orphans afterwards."""
@@ -75,10 +91,14 @@ class Chaos(threading.Thread):
                 sweep = self.sweep
                 workers = _workers(sweep.pid) if sweep is not None and sweep.poll() is None else []
                 if time.time() >= deadline and workers:
-                    break
+                    if target == "sweep":  # our own child: its pid stays ours until we reap it
+                        pid = sweep.pid
+                        sweep.send_signal(signal.SIGKILL)
+                        break
+                    pid = workers[int(choice * len(workers))]
+                    if _kill_worker(sweep.pid, pid):
+                        break
                 time.sleep(0.05)
-            pid = sweep.pid if target == "sweep" else workers[int(choice * len(workers))]
-            os.kill(pid, signal.SIGKILL)
             self.kills.append(f"{time.time() - self.began:.1f}s {target} {pid}")
 
 
