@@ -50,6 +50,22 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_log(parser: argparse.ArgumentParser) -> None:
+    """``--log tensorboard`` / ``--log wandb`` (repeatable): the live logs a training command sends
+    every metrics row to (``icl_mech.live_log``)."""
+    from icl_mech.live_log import LOGGERS  # light: it imports TensorBoard and W&B only to log
+
+    parser.add_argument(
+        "--log",
+        action="append",
+        choices=LOGGERS,
+        default=[],
+        help="send every evaluation's metrics live to TensorBoard (event files in the run directory: "
+        "tensorboard --logdir DIR) or Weights & Biases (offline in RUN/wandb/ unless W&B is set up); "
+        "repeat for both. Needs pip install 'icl-mech[tensorboard]' or 'icl-mech[wandb]'",
+    )
+
+
 def add_reporting(parser: argparse.ArgumentParser, json_help: str = "print JSON instead of a table") -> None:
     """--json, --quiet and --device: how a command that probes many checkpoints reports and runs."""
     parser.add_argument("--json", action="store_true", help=json_help)

@@ -147,13 +147,14 @@ def train_ensemble(
     resume: bool = False,
     progress: bool = True,
     capture: bool = True,
+    log: Sequence[str] = (),
 ) -> list[Run]:
     """Train ``configs[i]`` into ``run_dirs[i]`` for every i, together; returns the loaded runs.
 
     Same files and semantics as calling ``train`` on each (metrics, dense checkpoints, early stop,
     ``resume``): finished members are skipped, and members resumed from different steps are
     trained as separate groups. On CUDA each group's update and evaluations run as CUDA graphs
-    unless ``capture`` is False.
+    unless ``capture`` is False. ``log`` as ``train``'s: each member is a live-log run of its own.
     """
     check_ensemble(configs)
     if len(run_dirs) != len(configs) or len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
@@ -165,5 +166,5 @@ def train_ensemble(
         for start in sorted({member.start for member, _ in waiting}):
             group = [pair for pair in waiting if pair[0].start == start]
             members, states = [member for member, _ in group], [state for _, state in group]
-            train_members(members, states, _step_stacked, progress=progress, capture=capture)
+            train_members(members, states, _step_stacked, progress=progress, capture=capture, log=log)
     return [load_run(run_dir) for run_dir in run_dirs]

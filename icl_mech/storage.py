@@ -9,6 +9,8 @@ Layout of a run directory::
     status.json                       written when the run ends or SIGTERM stops it: its state
                                       (finished or interrupted), last step, early stop, time
     .lock                             locked by the process training the run (icl_mech.lock)
+    events.out.tfevents.*, wandb/     live logs, with --log (icl_mech.live_log)
+    sweep_error.txt, slurm_jobs.jsonl written by a sweep (icl_mech.sweep, icl_mech.sweep_slurm)
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
 beside it and renamed into place, so a crash leaves the old file or the new one, never half of one.

@@ -10,7 +10,9 @@ run is read from its directory, so the index can be rebuilt any time.
 SIGTERM to a local sweep (``timeout``, ``kill``, a batch system ending the job) stops it cleanly:
 every worker saves its runs where they stand, the index is written, no process is left behind,
 and ``run_sweep`` raises ``TrainingStopped``; the same sweep run again continues to the result of
-an uninterrupted one.
+an uninterrupted one. A worker killed outright (``kill -9``, the out-of-memory killer) costs only
+its unit's steps since their last checkpoint: the unit is trained again from there by a new
+worker, and the other workers go on. Workers whose sweep process is killed save and exit.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import os
 import re
 import signal
 import traceback
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack, suppress
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,9 @@ from icl_mech import storage
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError, TrainingStopped
+from icl_mech.live_log import check_loggers
 from icl_mech.lock import DirectoryLock
+from icl_mech.sweep_slurm import SlurmUnit, requeues
 from icl_mech.sweep_stop import sigterm_blocked, sigterm_recorded, start_worker, stop_received
 from icl_mech.trainer import train
 
@@ -49,6 +54,9 @@ ERROR = "sweep_error.txt"
 STATUSES = ("pending", "interrupted", "running", "finished", "failed")
 #: Final metrics copied into the index.
 FINAL_METRICS = ("icl_acc", "iwl_acc", "train_acc")
+#: Times a unit's worker process may die under it (killed: ``kill -9``, out of memory) in one sweep
+#: command; it is trained again from its checkpoints each time, and recorded failed after the last.
+WORKER_DEATHS = 2
 
 Grid = dict[str, list[Any]]
 
@@ -173,6 +181,7 @@ def _point_record(point: SweepPoint, status: str | None = None) -> dict[str, Any
         "last_step": last.get("step"),
         **{metric: last.get(metric) for metric in FINAL_METRICS},
         "seconds": ended.get("seconds"),
+        "requeues": requeues(point.run_dir),
         "error": error[-1] if error else "",
     }
 
@@ -200,7 +209,9 @@ def read_index(out: str | Path) -> pd.DataFrame:
     return table
 
 
-def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: int, capture: bool = True) -> list[str]:
+def train_unit(
+    configs: list[dict], run_dirs: list[str], device: str, threads: int, capture: bool = True, log: Sequence[str] = ()
+) -> list[str]:
     """Train (or resume) the runs of one work unit; a failure is written into its run directory.
 
     A run stopped by SIGTERM (``TrainingStopped``, not an ``Exception``) is not a failure: it
@@ -212,7 +223,8 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     ``icl_mech.ensemble.train_ensemble``. Top-level so that worker processes and Slurm can run it.
     Trains on ``threads`` torch threads, and gives the caller's thread count back afterwards (a
     unit run in the calling process must not change how everything after it computes).
-    ``capture`` as ``train``'s: False runs CUDA steps eagerly (``--eager``).
+    ``capture`` and ``log`` as ``train``'s: False runs CUDA steps eagerly (``--eager``); ``log``
+    names live logs (TensorBoard, W&B) that get every metrics row.
     """
     dirs = [Path(d) for d in run_dirs]
     if stop_received:
@@ -224,9 +236,9 @@ def train_unit(configs: list[dict], run_dirs: list[str], device: str, threads: i
     try:
         parsed = [RunConfig.from_dict(c) for c in configs]
         if len(parsed) == 1:
-            train(parsed[0], dirs[0], device=device, resume=True, progress=False, capture=capture)
+            train(parsed[0], dirs[0], device=device, resume=True, progress=False, capture=capture, log=log)
         else:
-            train_ensemble(parsed, dirs, device=device, resume=True, progress=False, capture=capture)
+            train_ensemble(parsed, dirs, device=device, resume=True, progress=False, capture=capture, log=log)
     except Exception:  # any failure is the run's result: recorded, the sweep goes on
         message = traceback.format_exc()
         for run_dir in dirs:
@@ -255,12 +267,30 @@ def group_units(points: list[SweepPoint], ensemble: int) -> list[list[SweepPoint
     return [group[i : i + ensemble] for group in shapes.values() for i in range(0, len(group), ensemble)]
 
 
-def _unit_args(unit: list[SweepPoint]) -> tuple[list[dict], list[str]]:
-    return [p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit]
+@dataclass(frozen=True)
+class UnitTraining:
+    """How every unit of a sweep is trained: ``train_unit``'s arguments besides the unit's own."""
+
+    device: str = "cpu"
+    capture: bool = True
+    log: tuple[str, ...] = ()
+
+    def args(self, unit: list[SweepPoint], threads: int) -> tuple:
+        """``train_unit``'s positional arguments for ``unit`` on ``threads`` torch threads."""
+        configs, run_dirs = [p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit]
+        return configs, run_dirs, self.device, threads, self.capture, self.log
 
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _record_failure(unit: list[SweepPoint], message: str) -> None:
+    """Mark the unit's runs failed (the index shows ``message``'s last line); the next sweep
+    command retries them from what they saved."""
+    for point in unit:
+        point.run_dir.mkdir(parents=True, exist_ok=True)
+        storage.atomic_write(point.run_dir / ERROR, message.encode())
 
 
 class _Progress:
@@ -282,7 +312,7 @@ class _Progress:
         write_index(self.out, self.points, self.running)
 
 
-def _run_inline(units: list[list[SweepPoint]], device: str, capture: bool, progress: _Progress) -> bool:
+def _run_inline(units: list[list[SweepPoint]], training: UnitTraining, progress: _Progress) -> bool:
     """One unit after another in this process, on every core; whether SIGTERM stopped it."""
     with sigterm_recorded(resend=True) as stop:
         for unit in units:
@@ -290,7 +320,7 @@ def _run_inline(units: list[list[SweepPoint]], device: str, capture: bool, progr
                 break
             progress.started(unit)
             try:
-                train_unit(*_unit_args(unit), device, available_cores(), capture)
+                train_unit(*training.args(unit, available_cores()))
             except TrainingStopped:
                 stop.append(signal.SIGTERM)
                 progress.ended(unit, trained=False)
@@ -299,47 +329,77 @@ def _run_inline(units: list[list[SweepPoint]], device: str, capture: bool, progr
         return bool(stop)
 
 
-def _run_local(
-    units: list[list[SweepPoint]], device: str, capture: bool, workers: int, progress: _Progress
-) -> bool:
+def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: int, progress: _Progress) -> bool:
     """At most ``workers`` units at a time in spawned processes, each with cores / workers threads
     (one worker: in this process, which has nothing else to do meanwhile).
 
     Returns whether SIGTERM stopped it: to this process (sent on to every worker, again every
     second until each unit has ended, since a worker still opening its runs records it and only
     training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
-    after one; the pool is shut down with every worker ended.
+    after one; every worker has ended when this returns.
+
+    Each worker is a pool of its own, so a worker that dies (SIGKILL, out of memory) breaks only
+    its pool: its unit is trained again from its checkpoints in a new one, up to
+    ``WORKER_DEATHS`` times, while the other workers go on.
     """
     if workers == 1:
-        return _run_inline(units, device, capture, progress)
+        return _run_inline(units, training, progress)
     threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
+    deaths: dict[str, int] = {}
     context = multiprocessing.get_context("spawn")
-    with sigterm_recorded(resend=False) as stop, \
-            ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker) as pool:
-        in_flight: dict[Future, list[SweepPoint]] = {}
+    with sigterm_recorded(resend=False) as stop, ExitStack() as pools:
+
+        def new_worker() -> ProcessPoolExecutor:
+            pool = ProcessPoolExecutor(1, mp_context=context, initializer=start_worker, initargs=(os.getpid(),))
+            return pools.enter_context(pool)  # shut down (its worker ended) before this returns
+
+        idle = [new_worker() for _ in range(workers)]
+        in_flight: dict[Future, tuple[list[SweepPoint], ProcessPoolExecutor]] = {}
         while in_flight or queue and not stop:
-            while queue and not stop and len(in_flight) < workers:
-                unit = queue.pop()
+            while queue and not stop and idle:
+                unit, worker = queue.pop(), idle.pop()
                 with sigterm_blocked():  # a worker started by submit gets its handler first
-                    future = pool.submit(train_unit, *_unit_args(unit), device, threads, capture)
-                in_flight[future] = unit
+                    try:
+                        future = worker.submit(train_unit, *training.args(unit, threads))
+                    except BrokenProcessPool:  # its worker died between units: take a new one
+                        worker = new_worker()
+                        future = worker.submit(train_unit, *training.args(unit, threads))
+                in_flight[future] = unit, worker
                 progress.started(unit)
             done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
+                unit, worker = in_flight.pop(future)
                 try:
-                    future.result()  # a worker crash (not a training error, which train_unit records) propagates
+                    future.result()
                 except TrainingStopped:
                     stop.append(signal.SIGTERM)
-                    progress.ended(in_flight.pop(future), trained=False)
+                    progress.ended(unit, trained=False)
+                except BrokenProcessPool:  # its worker died: a new worker goes on from what it saved
+                    worker = new_worker()
+                    names = ", ".join(point.name for point in unit)
+                    deaths[names] = deaths.get(names, 0) + 1
+                    if deaths[names] < WORKER_DEATHS:
+                        queue.append(unit)
+                        progress.ended(unit, trained=False)
+                    else:
+                        _record_failure(unit, f"the worker process training {names} died {deaths[names]} times "
+                                        "(killed: out of memory? kill -9?); run the sweep again to resume it")
+                        progress.ended(unit)
                 else:
-                    progress.ended(in_flight.pop(future))
+                    progress.ended(unit)
+                idle.append(worker)
             if stop:
-                for worker in multiprocessing.active_children():
+                for process in multiprocessing.active_children():
                     with suppress(ProcessLookupError):  # it ended meanwhile
-                        os.kill(worker.pid, signal.SIGTERM)
+                        os.kill(process.pid, signal.SIGTERM)
         stopped = bool(stop)
     return stopped
+
+
+#: Seconds between Slurm's checks of time limits (slurmctld's PERIODIC_TIMEOUT): the signal before
+#: a task's time limit comes at the first check within ``signal_delay_s`` + this of the limit.
+SLURM_CHECK_S = 30
 
 
 @dataclass(frozen=True)
@@ -358,8 +418,23 @@ class SlurmOptions:
     parallelism: int = 64
     #: Extra sbatch options, e.g. ``(("account", "mylab"),)`` (``slurm_additional_parameters``).
     extra: tuple[tuple[str, str], ...] = ()
+    #: Times a task that reaches its time limit is saved and requeued (submitit's
+    #: ``max_num_timeout``); a task out of requeues ends failed, and the next sweep command resumes it.
+    max_requeues: int = 3
+    #: Seconds before the time limit that Slurm signals a task to save and requeue itself
+    #: (``slurm_signal_delay_s``, sbatch ``--signal USR2@D``; Slurm may send it up to 30 s earlier).
+    signal_delay_s: int = 90
     #: submitit cluster: None detects Slurm; "local" runs the array as local processes (tests).
     cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_requeues < 0:
+            raise ConfigError(f"--slurm-max-requeues must be >= 0, got {self.max_requeues}")
+        if not 0 < self.signal_delay_s < self.time_min * 60 - SLURM_CHECK_S:
+            raise ConfigError(
+                f"--slurm-signal-delay must be between 1 and {self.time_min * 60 - SLURM_CHECK_S - 1} s for "
+                f"{self.time_min}-minute tasks (Slurm may signal up to {SLURM_CHECK_S} s early), got {self.signal_delay_s}"
+            )
 
     def executor_parameters(self, name: str) -> dict[str, Any]:
         """The keyword arguments of ``submitit.AutoExecutor.update_parameters``."""
@@ -368,6 +443,7 @@ class SlurmOptions:
             "timeout_min": self.time_min,
             "cpus_per_task": self.cpus,
             "slurm_array_parallelism": self.parallelism,
+            "slurm_signal_delay_s": self.signal_delay_s,
         }
         if self.gpus:
             parameters["gpus_per_node"] = self.gpus
@@ -379,18 +455,23 @@ class SlurmOptions:
 
 
 def _run_slurm(
-    units: list[list[SweepPoint]], out: Path, device: str, capture: bool, options: SlurmOptions, progress: _Progress
+    units: list[list[SweepPoint]], out: Path, training: UnitTraining, options: SlurmOptions, progress: _Progress
 ) -> None:
-    """Submit all units as one job array and wait for it; a task that dies outside training
-    (time limit, node failure) is recorded as failed and is resumed by the next sweep command."""
+    """Submit all units as one job array and wait for it. A task saves and requeues itself at its
+    time limit (``icl_mech.sweep_slurm.SlurmUnit``) up to ``options.max_requeues`` times; one that
+    dies otherwise (out of requeues, node failure) is recorded as failed and is resumed by the next
+    sweep command."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=options.cluster)
-    executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
-    configs, run_dirs = zip(*(_unit_args(unit) for unit in units)) if units else ((), ())
-    jobs = executor.map_array(
-        train_unit, configs, run_dirs, [device] * len(units), [options.cpus] * len(units), [capture] * len(units)
+    executor = submitit.AutoExecutor(
+        folder=out / "slurm" / "%j",
+        cluster=options.cluster,
+        slurm_max_num_timeout=options.max_requeues,
+        local_max_num_timeout=options.max_requeues,
     )
+    executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
+    arguments = list(zip(*(training.args(unit, options.cpus) for unit in units))) if units else []
+    jobs = executor.map_array(SlurmUnit(train_unit), *arguments) if units else []
     unit_of = {job.job_id: unit for job, unit in zip(jobs, units)}
     for unit in units:
         progress.started(unit)
@@ -398,10 +479,15 @@ def _run_slurm(
         try:
             job.result()
         except Exception as error:
-            for point in unit_of[job.job_id]:
-                point.run_dir.mkdir(parents=True, exist_ok=True)
-                storage.atomic_write(point.run_dir / ERROR, f"slurm job {job.job_id}: {error}".encode())
+            _record_failure(unit_of[job.job_id], _slurm_failure(job, error))
         progress.ended(unit_of[job.job_id])
+
+
+def _slurm_failure(job: Any, error: Exception) -> str:
+    """What a failed task left, ending in a line for the index: the exception the task's trace
+    ends with (submitit puts the trace first, then where the logs are) and its log file."""
+    raised = [line for line in str(error).splitlines() if re.match(r"[\w.]+(Error|Exception|Exit): ", line)]
+    return f"{error}\nslurm job {job.job_id}: {(raised or [str(error)])[-1]} (log: {job.paths.stderr})"
 
 
 def run_sweep(
@@ -416,13 +502,15 @@ def run_sweep(
     ensemble: int = 1,
     slurm: SlurmOptions | None = None,
     progress: bool = True,
+    log: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Train every grid point not yet finished into ``out`` and return the index.
 
     ``executor="local"`` runs ``workers`` processes on this machine; ``"slurm"`` submits one job
     array through submitit (options in ``slurm``) and waits for it. ``ensemble > 1`` trains up to
     that many points of one shape (differing only in seed and K) together as one unit.
-    ``capture=False`` trains on CUDA without CUDA graphs, as ``train``'s ``capture``.
+    ``capture=False`` trains on CUDA without CUDA graphs, as ``train``'s ``capture``; ``log``
+    sends every run's metrics live to TensorBoard and/or W&B, each run as its own (``train``'s).
 
     A local sweep sent SIGTERM saves every run where it stands, writes the index and raises
     ``TrainingStopped`` (its message says so, in one line) once every worker has ended.
@@ -433,6 +521,7 @@ def run_sweep(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ensemble < 1:
         raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
+    training = UnitTraining(device, capture, check_loggers(log))
     out = Path(out)
     points = plan_sweep(base, grid, out)
     if (blocking := storage.blocking_file(out)) is not None:
@@ -445,9 +534,9 @@ def run_sweep(
         try:
             with progress_tracker.bar:
                 if executor == "slurm":
-                    _run_slurm(units, out, device, capture, slurm or SlurmOptions(), progress_tracker)
+                    _run_slurm(units, out, training, slurm or SlurmOptions(), progress_tracker)
                 else:
-                    stopped = _run_local(units, device, capture, workers, progress_tracker)
+                    stopped = _run_local(units, training, workers, progress_tracker)
         finally:  # however it ended (Ctrl-C too), the index says what the run directories hold
             index = write_index(out, points)
     if stopped:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from icl_mech.arguments import add_device, add_quiet, parse_assignments
+from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
 from icl_mech.presets import PRESETS, preset
 from icl_mech.sweep import STATUSES, SlurmOptions, available_cores, parse_grid, run_sweep
 
@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
         cpus=args.slurm_cpus,
         parallelism=args.slurm_parallelism,
         extra=_slurm_extra(args.slurm_option),
+        max_requeues=args.slurm_max_requeues,
+        signal_delay_s=args.slurm_signal_delay,
     )
     index = run_sweep(
         base,
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         slurm=slurm,
         progress=not args.quiet,
+        log=args.log,
     )
     counts = index.status.value_counts()
     print(f"{args.out}/index.csv: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
@@ -92,7 +95,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     slurm = parser.add_argument_group("slurm (with --executor slurm; see docs/SWEEPS.md)")
     slurm.add_argument("--slurm-partition", help="partition (default: the cluster's)")
-    slurm.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per run (default 60)")
+    slurm.add_argument(
+        "--slurm-time",
+        type=int,
+        default=60,
+        metavar="MINUTES",
+        help="time limit per task (default 60); a run that needs longer is saved and requeued at the limit",
+    )
+    slurm.add_argument(
+        "--slurm-max-requeues",
+        type=int,
+        default=3,
+        metavar="N",
+        help="times a task is saved and requeued at its time limit (default 3); after that it is marked "
+        "failed, and running the sweep again resumes it",
+    )
+    slurm.add_argument(
+        "--slurm-signal-delay",
+        type=int,
+        default=90,
+        metavar="SECONDS",
+        help="how long before the time limit Slurm tells a task to save and requeue (default 90; Slurm "
+        "checks limits every 30 s, so the signal may come up to 30 s earlier)",
+    )
     slurm.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run (default 0; pair with --device cuda)")
     slurm.add_argument("--slurm-cpus", type=int, default=2, help="CPU cores per run (default 2)")
     slurm.add_argument("--slurm-parallelism", type=int, default=64, help="array tasks running at once (default 64)")
@@ -103,5 +128,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other sbatch option, e.g. --slurm-option account=mylab --slurm-option qos=short",
     )
+    add_log(parser)
     add_quiet(parser)
     parser.set_defaults(handler=run)

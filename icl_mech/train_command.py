@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_mech import storage
-from icl_mech.arguments import add_device, add_quiet, parse_assignments
+from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")
     if args.resume:
         _existing_run(out)
-    result = train(config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager)
+    result = train(
+        config, out, device=args.device, resume=args.resume, progress=not args.quiet, capture=not args.eager, log=args.log
+    )
     last = result.metrics.iloc[-1]
     reddy = "".join(f"  {name}_acc {last[f'{name}_acc']:.3f}" for name in REDDY_EVAL_SETS if f"{name}_acc" in last)
     print(
@@ -101,5 +103,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
         "an error if --out holds no run",
     )
+    add_log(parser)
     add_quiet(parser)
     parser.set_defaults(handler=run)

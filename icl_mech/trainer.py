@@ -18,7 +18,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,6 +36,7 @@ from icl_mech.config import RunConfig, TrainConfig
 from icl_mech.devices import current, resolve_device
 from icl_mech.errors import RunError, TrainingStopped, WriteError
 from icl_mech.graphs import captures, replayable
+from icl_mech.live_log import live_logs
 from icl_mech.lock import LOCK, DirectoryLock
 from icl_mech.model import build_model, query_logits
 from icl_mech.readout import loss_and_accuracy
@@ -292,6 +293,7 @@ def train_members(
     *,
     progress: bool = True,
     capture: bool = True,
+    log: Sequence[str] = (),
 ) -> None:
     """The training loop, for one run or an ensemble stepping together.
 
@@ -312,6 +314,9 @@ def train_members(
     the step reached (scheduled or not; no metrics row is added, so a resumed run logs exactly what
     an uninterrupted one does) with an "interrupted" status, and raises ``TrainingStopped``.
     A failed write raises ``WriteError`` saying how to resume; what was written before is intact.
+
+    ``log`` names live logs (``icl_mech.live_log.LOGGERS``) that get every metrics row as it is
+    written, each member as a run of its own; one that fails warns and is switched off.
     """
     train_cfg, start = members[0].config.train, members[0].start
     device = torch.device(members[0].model.cfg.device)
@@ -337,7 +342,7 @@ def train_members(
     name = members[0].run_dir.name if len(members) == 1 else f"ensemble of {len(members)}"
     with tqdm(total=total, initial=start, desc=name, disable=not progress) as bar, \
             _sigterm_requests_stop() as stop_requested, _resume_hint_on_write_failure(members), \
-            BackgroundWriter() as writer:
+            BackgroundWriter() as writer, live_logs(log, [(m.config, m.run_dir, m.start) for m in members]) as live:
         while True:
             # a resumed member's start step is already recorded (its metrics and checkpoint)
             fresh = [not (member.done or member.resumed and step == start) for member in members]
@@ -348,6 +353,7 @@ def train_members(
                 member.history.append(row)
                 member.stop_reason = stop_reason(member.history, train_cfg) if step < total else None
                 rows[member.run_dir / storage.METRICS] = row
+                live.log(index, row)
                 bar.set_postfix(icl=f"{row['icl_acc']:.2f}", iwl=f"{row['iwl_acc']:.2f}")
             if rows:  # one write for every member's row: 64 queued one by one would fill the writer's queue
                 writer.submit(partial(_append_rows, rows))
@@ -484,6 +490,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     capture: bool = True,
+    log: Sequence[str] = (),
 ) -> Run:
     """Train a run into ``run_dir`` (or continue it with ``resume``) and return it loaded.
 
@@ -491,11 +498,12 @@ def train(
     wants; ``icl-mech train --resume`` requires a run). ``run_dir`` is locked while it trains: a
     second process training it meanwhile gets ``RunLockedError`` naming this one. On CUDA the
     update and the evaluations run as CUDA graphs unless ``capture`` is False (eager, to compare).
+    ``log`` sends every metrics row live to TensorBoard and/or W&B (``icl_mech.live_log``).
     """
     torch_device = resolve_device(device)
     with current(torch_device), ExitStack() as locks:
         opened = open_member(config, Path(run_dir), torch_device, resume, locks)
         if opened is not None:
             member, optimizer_state = opened
-            train_members([member], [optimizer_state], _step_alone, progress=progress, capture=capture)
+            train_members([member], [optimizer_state], _step_alone, progress=progress, capture=capture, log=log)
     return load_run(run_dir)

@@ -77,6 +77,7 @@ BAD_INPUTS = [
     bad("train", "--resume", "--steps", "8", "--out", "{corrupt_metrics}",
         error="{corrupt_metrics}/metrics.jsonl line 2 of 4 is not valid JSON"),
     bad("train", "--out", "{not_a_run}", error="{not_a_run} exists and is not a run directory"),
+    bad("train", "--log", "mlflow", "--out", "{new}", error="argument --log: invalid choice: 'mlflow'"),
     # sweep
     bad("sweep", "--grid", "K=", "--out", "{new}", error="grid values '' hold an empty item", entry_point=True),
     bad("sweep", "--grid", "seed=3..1", "--out", "{new}", error="range '3..1' is empty"),
@@ -86,6 +87,11 @@ BAD_INPUTS = [
     bad("sweep", "--grid", "seed=0", "--workers", "0", "--out", "{new}", error="--workers must be >= 1, got 0"),
     bad("sweep", "--grid", "seed=0", "--ensemble", "0", "--out", "{new}", error="--ensemble must be >= 1, got 0"),
     bad("sweep", "--grid", "seed=0", "--out", "{file}", error="{file} cannot be a sweep directory: {file} is a file"),
+    bad("sweep", "--grid", "seed=0", "--log", "mlflow", "--out", "{new}", error="argument --log: invalid choice: 'mlflow'"),
+    bad("sweep", "--grid", "seed=0", "--executor", "slurm", "--slurm-max-requeues", "-1", "--out", "{new}",
+        error="--slurm-max-requeues must be >= 0, got -1"),
+    bad("sweep", "--grid", "seed=0", "--executor", "slurm", "--slurm-time", "1", "--out", "{new}",
+        error=r"--slurm-signal-delay must be between 1 and 29 s for 1-minute tasks \(Slurm may signal up to 30 s early\), got 90"),
     # figures
     bad("figures", "--sweep", "{missing}", error="sweep directory {missing} does not exist", entry_point=True),
     bad("figures", "--sweep", "{empty_dir}", error="no finished run directories under"),
