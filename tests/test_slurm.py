@@ -231,6 +231,7 @@ def test_a_run_longer_than_its_time_limit_is_requeued_by_itself_and_ends_as_the_
     assert (point.run_dir / final).read_bytes() == (reference_dir / final).read_bytes()
 
 
+@pytest.mark.sigterm
 def test_the_time_limit_signal_saves_the_step_reached_then_hands_the_task_to_submitits_requeue(tmp_path, monkeypatch):
     """Without a cluster: what a task does when Slurm's signal before the time limit comes."""
     config = preset("cpu").override(**{**LIMIT_SETS, "steps": 30, "eval_every": 5, "checkpoint_every": 10})
