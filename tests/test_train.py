@@ -164,7 +164,9 @@ def test_bad_train_arguments_give_one_clear_error_and_no_run_directory(tmp_path,
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("flags", "omp", "expected"), [([], "1", 1), (["--threads", "3"], "1", 3), (["--threads", "3"], None, 3)])
+@pytest.mark.parametrize(
+    ("flags", "omp", "expected"), [([], "1", 1), (["--threads", "3"], "1", 3), (["--threads", "3"], None, 3)]
+)
 def test_train_runs_on_threads_else_omp_num_threads(tmp_path, monkeypatch, flags, omp, expected):
     """OMP_NUM_THREADS set after torch started (as here) would be ignored by torch itself."""
     seen = []
