@@ -1,5 +1,5 @@
 """What every command shares: its common arguments (``--run``, ``--step``/``--all-steps``,
-``--out``, ``--json``, ``--quiet``, ``--device``, ``--set``, the accuracy levels), how they are
+``--out``, ``--json``, ``--quiet``, ``--device``, ``--set``, ``--threads``, the accuracy levels), how they are
 read, and how a command prints and saves its table.
 
 Every ``*_command.py`` module, in ``icl_mech`` and in ``probes``, builds its parser from these
@@ -63,6 +63,16 @@ def add_log(parser: argparse.ArgumentParser) -> None:
         help="send every evaluation's metrics live to TensorBoard (event files in the run directory: "
         "tensorboard --logdir DIR) or Weights & Biases (offline in RUN/wandb/ unless W&B is set up); "
         "repeat for both. Needs pip install 'icl-mech[tensorboard]' or 'icl-mech[wandb]'",
+    )
+
+
+def add_threads(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--threads T``: torch CPU threads per training process (read by ``icl_mech.threads``)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="T",
+        help=f"torch CPU threads per training process (default: OMP_NUM_THREADS when set, else {default})",
     )
 
 

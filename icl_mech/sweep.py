@@ -44,6 +44,7 @@ from icl_mech.live_log import check_loggers
 from icl_mech.lock import DirectoryLock
 from icl_mech.sweep_slurm import SlurmUnit, requeues
 from icl_mech.sweep_stop import sigterm_blocked, sigterm_recorded, start_worker, stop_received
+from icl_mech.threads import available_cores, requested_threads
 from icl_mech.trainer import train
 
 INDEX = "index.csv"
@@ -271,18 +272,16 @@ def group_units(points: list[SweepPoint], ensemble: int) -> list[list[SweepPoint
 class UnitTraining:
     """How every unit of a sweep is trained: ``train_unit``'s arguments besides the unit's own."""
 
+    #: Torch threads of each unit (``run_sweep``'s ``threads`` resolved for the executor).
+    threads: int
     device: str = "cpu"
     capture: bool = True
     log: tuple[str, ...] = ()
 
-    def args(self, unit: list[SweepPoint], threads: int) -> tuple:
-        """``train_unit``'s positional arguments for ``unit`` on ``threads`` torch threads."""
+    def args(self, unit: list[SweepPoint]) -> tuple:
+        """``train_unit``'s positional arguments for ``unit``."""
         configs, run_dirs = [p.config.to_dict() for p in unit], [str(p.run_dir) for p in unit]
-        return configs, run_dirs, self.device, threads, self.capture, self.log
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return configs, run_dirs, self.device, self.threads, self.capture, self.log
 
 
 def _record_failure(unit: list[SweepPoint], message: str) -> None:
@@ -313,14 +312,14 @@ class _Progress:
 
 
 def _run_inline(units: list[list[SweepPoint]], training: UnitTraining, progress: _Progress) -> bool:
-    """One unit after another in this process, on every core; whether SIGTERM stopped it."""
+    """One unit after another in this process; whether SIGTERM stopped it."""
     with sigterm_recorded(resend=True) as stop:
         for unit in units:
             if stop:
                 break
             progress.started(unit)
             try:
-                train_unit(*training.args(unit, available_cores()))
+                train_unit(*training.args(unit))
             except TrainingStopped:
                 stop.append(signal.SIGTERM)
                 progress.ended(unit, trained=False)
@@ -330,7 +329,7 @@ def _run_inline(units: list[list[SweepPoint]], training: UnitTraining, progress:
 
 
 def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: int, progress: _Progress) -> bool:
-    """At most ``workers`` units at a time in spawned processes, each with cores / workers threads
+    """At most ``workers`` units at a time in spawned processes, each on ``training.threads``
     (one worker: in this process, which has nothing else to do meanwhile).
 
     Returns whether SIGTERM stopped it: to this process (sent on to every worker, again every
@@ -344,7 +343,6 @@ def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: i
     """
     if workers == 1:
         return _run_inline(units, training, progress)
-    threads = max(1, available_cores() // workers)
     queue = list(reversed(units))
     deaths: dict[str, int] = {}
     context = multiprocessing.get_context("spawn")
@@ -361,10 +359,10 @@ def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: i
                 unit, worker = queue.pop(), idle.pop()
                 with sigterm_blocked():  # a worker started by submit gets its handler first
                     try:
-                        future = worker.submit(train_unit, *training.args(unit, threads))
+                        future = worker.submit(train_unit, *training.args(unit))
                     except BrokenProcessPool:  # its worker died between units: take a new one
                         worker = new_worker()
-                        future = worker.submit(train_unit, *training.args(unit, threads))
+                        future = worker.submit(train_unit, *training.args(unit))
                 in_flight[future] = unit, worker
                 progress.started(unit)
             done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -412,7 +410,8 @@ class SlurmOptions:
     time_min: int = 60
     #: GPUs per array task (``gpus_per_node``).
     gpus: int = 0
-    #: CPU cores per array task (``cpus_per_task``); also the task's torch threads.
+    #: CPU cores per array task (``cpus_per_task``); also the task's torch threads unless the
+    #: sweep's ``threads`` or ``OMP_NUM_THREADS`` say otherwise.
     cpus: int = 2
     #: Array tasks running at once (``slurm_array_parallelism``).
     parallelism: int = 64
@@ -470,7 +469,7 @@ def _run_slurm(
         local_max_num_timeout=options.max_requeues,
     )
     executor.update_parameters(**options.executor_parameters(f"icl-mech-{out.name}"))
-    arguments = list(zip(*(training.args(unit, options.cpus) for unit in units))) if units else []
+    arguments = list(zip(*(training.args(unit) for unit in units))) if units else []
     jobs = executor.map_array(SlurmUnit(train_unit), *arguments) if units else []
     unit_of = {job.job_id: unit for job, unit in zip(jobs, units)}
     for unit in units:
@@ -490,6 +489,14 @@ def _slurm_failure(job: Any, error: Exception) -> str:
     return f"{error}\nslurm job {job.job_id}: {(raised or [str(error)])[-1]} (log: {job.paths.stderr})"
 
 
+def unit_threads(threads: int | None, executor: str, workers: int, slurm: SlurmOptions) -> int:
+    """Torch threads of every unit: ``threads``, else ``OMP_NUM_THREADS`` (threads per process,
+    so per worker, not in total: ``icl_mech.threads``), else the cores divided among the local
+    ``workers``, or on Slurm the task's ``slurm.cpus``."""
+    default = slurm.cpus if executor == "slurm" else max(1, available_cores() // workers)
+    return requested_threads(threads) or default
+
+
 def run_sweep(
     base: RunConfig,
     grid: Grid,
@@ -500,6 +507,7 @@ def run_sweep(
     device: str = "cpu",
     capture: bool = True,
     ensemble: int = 1,
+    threads: int | None = None,
     slurm: SlurmOptions | None = None,
     progress: bool = True,
     log: Sequence[str] = (),
@@ -511,6 +519,7 @@ def run_sweep(
     that many points of one shape (differing only in seed and K) together as one unit.
     ``capture=False`` trains on CUDA without CUDA graphs, as ``train``'s ``capture``; ``log``
     sends every run's metrics live to TensorBoard and/or W&B, each run as its own (``train``'s).
+    Every unit trains on ``unit_threads(threads, ...)`` torch threads.
 
     A local sweep sent SIGTERM saves every run where it stands, writes the index and raises
     ``TrainingStopped`` (its message says so, in one line) once every worker has ended.
@@ -521,7 +530,8 @@ def run_sweep(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if ensemble < 1:
         raise ConfigError(f"--ensemble must be >= 1, got {ensemble}")
-    training = UnitTraining(device, capture, check_loggers(log))
+    slurm = slurm or SlurmOptions()
+    training = UnitTraining(unit_threads(threads, executor, workers, slurm), device, capture, check_loggers(log))
     out = Path(out)
     points = plan_sweep(base, grid, out)
     if (blocking := storage.blocking_file(out)) is not None:
@@ -534,7 +544,7 @@ def run_sweep(
         try:
             with progress_tracker.bar:
                 if executor == "slurm":
-                    _run_slurm(units, out, training, slurm or SlurmOptions(), progress_tracker)
+                    _run_slurm(units, out, training, slurm, progress_tracker)
                 else:
                     stopped = _run_local(units, training, workers, progress_tracker)
         finally:  # however it ended (Ctrl-C too), the index says what the run directories hold

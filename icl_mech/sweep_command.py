@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
+from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, parse_assignments
 from icl_mech.presets import PRESETS, preset
-from icl_mech.sweep import STATUSES, SlurmOptions, available_cores, parse_grid, run_sweep
+from icl_mech.sweep import STATUSES, SlurmOptions, parse_grid, run_sweep
+from icl_mech.threads import available_cores
 
 
 def _slurm_extra(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         capture=not args.eager,
         ensemble=args.ensemble,
+        threads=args.threads,
         slurm=slurm,
         progress=not args.quiet,
         log=args.log,
@@ -76,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help=f"local worker processes, each with cores/workers torch threads (this machine: {available_cores()} cores)",
+        help=f"local worker processes, each training on --threads torch threads (this machine: {available_cores()} cores)",
     )
+    add_threads(parser, "the cores divided among the workers, or --slurm-cpus on Slurm; T and OMP_NUM_THREADS count per worker, not in total")
     add_device(parser, help="cpu or cuda[:N], for every run (default cpu)")
     parser.add_argument(
         "--eager",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from icl_mech import storage
-from icl_mech.arguments import add_device, add_log, add_quiet, parse_assignments
+from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, parse_assignments
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.devices import resolve_device
 from icl_mech.presets import PRESETS, preset
+from icl_mech.threads import requested_threads
 
 
 def default_run_dir(config: RunConfig, preset_name: str) -> Path:
@@ -43,6 +46,8 @@ def _existing_run(out: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     config = run_config_from_args(args)
     resolve_device(args.device)
+    if (threads := requested_threads(args.threads)) is not None:
+        torch.set_num_threads(threads)
     from icl_mech.sampler import REDDY_EVAL_SETS
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
@@ -103,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in --out from its last checkpoint (model, optimizer and RNG state); "
         "an error if --out holds no run",
     )
+    add_threads(parser, "torch's own default")
     add_log(parser)
     add_quiet(parser)
     parser.set_defaults(handler=run)

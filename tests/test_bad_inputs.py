@@ -51,10 +51,13 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def bad(*args: str, error: str, entry_point: bool = False):
+def bad(*args: str, error: str, entry_point: bool = False, env: dict[str, str] | None = None):
     """A row: the command line (``{name}`` stands for ``inputs[name]``), a regular expression the
-    one error line must match, and whether to run it through the installed entry point."""
-    return pytest.param(list(args), error, entry_point, id=" ".join(args))
+    one error line must match, whether to run it through the installed entry point, and
+    environment variables to set for it."""
+    env = env or {}
+    words = [f"{name}={value}" for name, value in env.items()] + list(args)
+    return pytest.param(list(args), error, entry_point, env, id=" ".join(words))
 
 
 BAD_INPUTS = [
@@ -78,6 +81,8 @@ BAD_INPUTS = [
         error="{corrupt_metrics}/metrics.jsonl line 2 of 4 is not valid JSON"),
     bad("train", "--out", "{not_a_run}", error="{not_a_run} exists and is not a run directory"),
     bad("train", "--log", "mlflow", "--out", "{new}", error="argument --log: invalid choice: 'mlflow'"),
+    bad("train", "--threads", "0", "--out", "{new}", error="--threads must be >= 1, got 0"),
+    bad("train", "--out", "{new}", env={"OMP_NUM_THREADS": "abc"}, error="OMP_NUM_THREADS='abc' is not a positive integer"),
     # sweep
     bad("sweep", "--grid", "K=", "--out", "{new}", error="grid values '' hold an empty item", entry_point=True),
     bad("sweep", "--grid", "seed=3..1", "--out", "{new}", error="range '3..1' is empty"),
@@ -86,6 +91,9 @@ BAD_INPUTS = [
     bad("sweep", "--grid", "seed=0", "--set", "lr=fast", "--out", "{new}", error="lr must be a number, got 'fast'"),
     bad("sweep", "--grid", "seed=0", "--workers", "0", "--out", "{new}", error="--workers must be >= 1, got 0"),
     bad("sweep", "--grid", "seed=0", "--ensemble", "0", "--out", "{new}", error="--ensemble must be >= 1, got 0"),
+    bad("sweep", "--grid", "seed=0", "--threads", "0", "--out", "{new}", error="--threads must be >= 1, got 0"),
+    bad("sweep", "--grid", "seed=0", "--out", "{new}", env={"OMP_NUM_THREADS": "abc"},
+        error="OMP_NUM_THREADS='abc' is not a positive integer"),
     bad("sweep", "--grid", "seed=0", "--out", "{file}", error="{file} cannot be a sweep directory: {file} is a file"),
     bad("sweep", "--grid", "seed=0", "--log", "mlflow", "--out", "{new}", error="argument --log: invalid choice: 'mlflow'"),
     bad("sweep", "--grid", "seed=0", "--executor", "slurm", "--slurm-max-requeues", "-1", "--out", "{new}",
@@ -142,8 +150,10 @@ def tree(root: Path) -> dict[Path, tuple[bytes, int] | None]:
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize(("args", "error", "through_entry_point"), BAD_INPUTS)
-def test_bad_input_is_one_line_naming_it_exit_2_and_writes_nothing(args, error, through_entry_point, inputs, capsys):
+@pytest.mark.parametrize(("args", "error", "through_entry_point", "env"), BAD_INPUTS)
+def test_bad_input_is_one_line_naming_it_exit_2_and_writes_nothing(args, error, through_entry_point, env, inputs, capsys, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     names = {name: str(path) for name, path in inputs.items()}
     argv = [arg.format(**names) for arg in args]
     before = tree(inputs["root"])

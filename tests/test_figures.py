@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from icl_mech import preset
-from icl_mech.analysis import FIGURES
+from icl_mech.analysis import FIGURES, icl_time, plotting, threshold_scaling, transition
 from icl_mech.cli import main
 from icl_mech.trainer import train
+from drawn_figures import record_saved_figures, tick_labels
 from fake_runs import write_run
 
 #: Runs a few seconds each: every kind of run an analysis reads, at toy size.
@@ -91,6 +93,30 @@ def test_k_star_inside_the_swept_k_is_fitted_and_scaled_against_n(tmp_path, caps
     assert transition.K_star_bound.isna().all()  # an empty column reads back as NaN
     assert (tmp_path / "figures" / "threshold_scaling.png").read_bytes().startswith(b"\x89PNG")
     assert "threshold_scaling: slope " in capsys.readouterr().out
+
+
+def test_log_k_and_n_axes_label_every_swept_value(tmp_path, monkeypatch):
+    """Matplotlib alone labels only the decades: "10^3" for the whole of K = 100 to 3200."""
+    figures = record_saved_figures(monkeypatch, transition, threshold_scaling, icl_time)
+    sweep = fake_transition_sweep(tmp_path / "sweep", (100, 200, 400, 1600, 3200))
+    assert main(["figures", "--sweep", str(sweep), "--out", str(tmp_path / "figures"), "--icl-level", "0.9"]) == 0
+    assert tick_labels(figures["transition"].axes[0].xaxis) == ["100", "200", "400", "1600", "3200"]
+    assert tick_labels(figures["icl_time"].axes[1].xaxis) == ["100", "200", "400", "1600", "3200"]
+    scaling = figures["threshold_scaling"].axes[0]
+    assert tick_labels(scaling.xaxis) == ["10", "20"]
+    assert len(tick_labels(scaling.yaxis)) >= 2  # K* from 278 to 803: under a decade, still labelled
+
+
+def test_swept_values_too_close_to_label_apart_are_thinned_and_a_lone_value_is_centred():
+    figure = Figure()
+    axis = figure.subplots()
+    axis.set_xscale("log")
+    plotting.tick_swept(axis.xaxis, [256, 512, 1024, 1722, 1820, 2048, 4096, 4096, np.inf])
+    # 1820 and 2048 lie within a tenth of the axis of 1722: labelled, they would overprint it
+    assert list(axis.xaxis.get_majorticklocs()) == [256, 512, 1024, 1722, 4096]
+    axis.set_yscale("log")
+    plotting.tick_swept(axis.yaxis, [20])
+    assert axis.get_ylim() == (10, 40)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from icl_mech import preset
+from icl_mech.analysis import memorization, prediction
 from icl_mech.analysis.icl_time import icl_time_table
 from icl_mech.analysis.sweep_table import Levels
 from icl_mech.cli import main
+from drawn_figures import record_saved_figures, tick_labels
 from fake_runs import write_run
 
 #: The fake law: memorizing K items takes A K^NU steps; ICL takes T_ICL[N] steps at K = inf.
@@ -48,6 +50,28 @@ def test_measured_thresholds_are_drawn_beside_the_prediction(sweeps, tmp_path, c
     table = pd.read_csv(tmp_path / "predict.csv").set_index("N")
     assert 200 < table.loc[10, "K_star"] < 400 and 800 < table.loc[20, "K_star"] < 1600
     assert "measured K* " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("n_values", "x_labels"), [("10,20,40", ["10", "20", "40"]), ("20", ["20"])])
+def test_predict_plot_labels_every_n_and_k_star_within_a_decade(sweeps, tmp_path, monkeypatch, n_values, x_labels):
+    """K* from 800 to 5100 (or 1990 to 2030 at one N) spans under a decade: matplotlib's decade
+    labels alone left one label or none to read K* by."""
+    figures = record_saved_figures(monkeypatch, prediction)
+    args = ["--sweep", str(sweeps / "mem"), "--sweep", str(sweeps / "kinf"), "--N", n_values]
+    assert main(["predict", *args, "--out", str(tmp_path)]) == 0
+    axis = figures["predict"].axes[0]
+    assert tick_labels(axis.xaxis) == x_labels
+    assert len(tick_labels(axis.yaxis)) >= 3
+    low, high = axis.get_xlim()
+    assert low >= 5 and high <= 80  # not 1 to 100 around a single N
+
+
+def test_memorization_scaling_labels_every_k_and_the_steps(sweeps, tmp_path, monkeypatch):
+    figures = record_saved_figures(monkeypatch, memorization)
+    assert main(["figures", "--sweep", str(sweeps / "mem"), "--only", "memorization", "--out", str(tmp_path)]) == 0
+    scaling = figures["memorization"].axes[1]
+    assert tick_labels(scaling.xaxis) == ["128", "256", "512", "1024", "2048"]
+    assert len(tick_labels(scaling.yaxis)) >= 3  # t_mem 152 to 1217: one decade
 
 
 def test_predict_solves_the_kinetic_condition_with_an_interval(sweeps, tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from icl_mech import preset
+from icl_mech.analysis import phase
 from icl_mech.analysis.phase import phase_figure
 from icl_mech.analysis.plotting import MissingRuns
 from icl_mech.analysis.sweep_table import Levels
@@ -19,6 +20,7 @@ from icl_mech.config import TaskConfig
 from icl_mech.run import load_run
 from icl_mech.sampler import make_eval_sets, training_pool
 from icl_mech.trainer import train
+from drawn_figures import record_saved_figures, tick_labels
 from probes.induction_model import context_of, fit_induction_model, model_log_probs
 from probes.progress import progress_onsets, rise_step
 
@@ -66,11 +68,33 @@ def test_phase_summary_names_where_icl_and_iwl_coexist_and_falls_back_to_the_iwl
     )
     summary = phase_figure(table, tmp_path, Levels())
     assert summary == (
-        "3 points over zipf_alpha: ICL above IWL at 1, IWL above ICL at 2; both >= 0.5 at 1 (zipf_alpha=1)"
+        "3 points over zipf_alpha: ICL above IWL at 1 of 3 points, IWL above ICL at 2 of 3; both >= 0.5 at 1 of 3 "
+        "(zipf_alpha=1)"
     )
     points = pd.read_csv(tmp_path / "phase.csv")  # without Reddy's sets: IWL on the query-absent set
     assert list(points.iwl_acc_mean) == pytest.approx([0.05, 0.65, 0.85])
     assert "icl_swap_acc_mean" not in points
+
+
+def test_phase_curves_tick_only_the_swept_values_and_say_steps_and_seeds(tmp_path, monkeypatch):
+    """Over B = 1, 2, 4 matplotlib alone ticks 1.0, 1.5, ..., 4.0: B values no run had."""
+    figures = record_saved_figures(monkeypatch, phase)
+    table = _table(B=[1, 1, 2, 2, 4, 4], seed=[0, 1] * 3, icl_acc=[0.1, 0.2, 0.5, 0.6, 0.8, 0.9])
+    phase_figure(table, tmp_path, Levels())
+    figure = figures["phase"]
+    assert tick_labels(figure.axes[0].xaxis) == ["1", "2", "4"]
+    assert list(figure.axes[0].xaxis.get_majorticklocs()) == [1, 2, 4]
+    assert figure.get_suptitle() == "final accuracy after 100 steps, mean over 2 seeds per point"
+
+
+def test_phase_heatmaps_say_steps_and_seeds_and_label_every_cell(tmp_path, monkeypatch):
+    figures = record_saved_figures(monkeypatch, phase)
+    table = _table(B=[1, 1, 2, 4], K=[64.0, 256.0] * 2, seed=[0, 0, 0, 1], icl_acc=[0.1, 0.2, 0.5, 0.6],
+                   final_step=[80, 100, 100, 100])
+    phase_figure(table, tmp_path, Levels())
+    figure = figures["phase"]
+    assert tick_labels(figure.axes[0].xaxis) == ["64", "256"] and tick_labels(figure.axes[0].yaxis) == ["1", "2", "4"]
+    assert figure.get_suptitle() == "final accuracy after 80-100 steps, mean over 1 seed per point"
 
 
 def test_phase_refuses_sweeps_varying_no_field_or_more_than_two(tmp_path):

@@ -18,7 +18,8 @@ import torch
 from icl_mech import RunLockedError, TrainingStopped, load_run, preset, storage, train, trainer
 from icl_mech.cli import main
 from icl_mech.ensemble import train_ensemble
-from icl_mech.sweep import ERROR, available_cores, group_units, plan_sweep, read_index, run_status, train_unit
+from icl_mech.sweep import ERROR, group_units, plan_sweep, read_index, run_status, train_unit
+from icl_mech.threads import available_cores
 from processes import alive, descendants
 
 #: A run of a few seconds: 30 steps, evaluated every 5, checkpointed at 0, 1, 2, 4, 8, 10, 20, 30.

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from icl_mech import load_run, preset, storage
-from icl_mech.sweep import available_cores, plan_sweep, read_index, train_unit
+from icl_mech.sweep import plan_sweep, read_index, train_unit
+from icl_mech.threads import available_cores
 from processes import alive, descendants
 
 SOAK_SEED = int(os.environ.get("ICL_MECH_SOAK_SEED", "30"))

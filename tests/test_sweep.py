@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from icl_mech import ConfigError, TrainingStopped, preset, storage, trainer
+from icl_mech import sweep as sweep_module
 from icl_mech.trainer import train
 from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.cli import main
@@ -22,6 +23,7 @@ from icl_mech.sweep import (
     run_status,
     run_sweep,
     train_unit,
+    unit_threads,
     write_index,
 )
 
@@ -97,6 +99,49 @@ def test_a_unit_run_in_process_gives_back_the_callers_thread_count(tmp_path):
         assert run_status(point) == "finished" and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("flags", "omp", "expected"),
+    [([], None, 2), ([], "3", 3), (["--threads", "1"], "3", 1), ([], "1,1", 1)],
+    ids=["all cores", "OMP_NUM_THREADS", "--threads over OMP_NUM_THREADS", "OMP_NUM_THREADS nested"],
+)
+def test_a_sweep_unit_trains_on_threads_then_omp_num_threads_then_the_cores(tmp_path, monkeypatch, flags, omp, expected):
+    """With one worker the unit trains in this process, so the trainer can be watched."""
+    seen = []
+    real_train = sweep_module.train
+
+    def train(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train", train)
+    monkeypatch.setattr(sweep_module, "available_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    tiny = [f"--set={name}={value}" for name, value in TINY.items()]
+    assert main(["sweep", "--grid", "K=64", *tiny, *flags, "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen == [expected]
+
+
+@pytest.mark.parametrize(
+    ("threads", "omp", "executor", "workers", "expected"),
+    [
+        (None, None, "local", 4, 2),  # 8 cores over 4 workers
+        (None, None, "local", 16, 1),  # never below one
+        (None, "3", "local", 4, 3),  # OMP_NUM_THREADS is per worker, not divided among them
+        (5, "3", "local", 4, 5),
+        (None, None, "slurm", 1, 6),  # a Slurm task's cores
+        (None, "3", "slurm", 1, 3),
+    ],
+)
+def test_omp_num_threads_and_threads_count_per_worker(monkeypatch, threads, omp, executor, workers, expected):
+    monkeypatch.setattr(sweep_module, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert unit_threads(threads, executor, workers, SlurmOptions(cpus=6)) == expected
 
 
 @pytest.mark.slow

@@ -164,6 +164,29 @@ def test_bad_train_arguments_give_one_clear_error_and_no_run_directory(tmp_path,
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "omp", "expected"), [([], "1", 1), (["--threads", "3"], "1", 3), (["--threads", "3"], None, 3)]
+)
+def test_train_runs_on_threads_else_omp_num_threads(tmp_path, monkeypatch, flags, omp, expected):
+    """OMP_NUM_THREADS set after torch started (as here) would be ignored by torch itself."""
+    seen = []
+
+    def train_stub(*args, **kwargs):  # what training would run on, then stop before any work
+        seen.append(torch.get_num_threads())
+        raise RunError("stub")
+
+    monkeypatch.setattr("icl_mech.trainer.train", train_stub)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    before = torch.get_num_threads()
+    try:
+        cli.main(["train", "--K", "64", "--steps", "2", *flags, "--out", str(tmp_path / "run"), "--quiet"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [expected]
+
+
 def test_missing_or_non_run_directories_give_one_clear_error(tmp_path):
     for preset in ([], ["--preset", "cpu"]):  # with a preset, a typo must not start a new run either
         missing = icl_mech_cli("train", *preset, "--resume", "--out", str(tmp_path / "nothing"))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech.analysis.bimodality import MIN_VALUES, dip_test
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_swept
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 
 
@@ -65,6 +65,7 @@ def icl_time_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
     outcomes.scatter(runs.K * jitter, runs.icl_acc, c=np.where(runs.icl_acc >= levels.outcome, "C2", "C3"), s=14)
     outcomes.axhline(levels.outcome, color="gray", ls=":")
     outcomes.set_xscale("log")
+    tick_swept(outcomes.xaxis, runs.K)
     outcomes.set_xlabel("K")
     outcomes.set_ylabel("final ICL accuracy (one dot per seed)")
     save(figure, summary, out_dir, "icl_time")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, first_crossing
 from icl_mech.run import load_run
 
@@ -64,6 +64,8 @@ def memorization_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> s
     k = np.geomspace(reached.K.min(), reached.K.max(), 50)
     low, high = fit.interval
     scaling.loglog(k, fit(k), "-", color="C1", label=f"nu = {fit.exponent:.2f} [{low:.2f}, {high:.2f}]")
+    tick_swept(scaling.xaxis, reached.K)
+    tick_log_values(scaling.yaxis)
     scaling.set_xlabel("K")
     scaling.set_ylabel(f"steps to IWL accuracy {levels.memorized}")
     scaling.legend(fontsize=8)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_swept
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 from icl_mech.readout import chance
 
@@ -88,6 +88,7 @@ def _curves(runs: pd.DataFrame, points: pd.DataFrame, field: str, columns: dict[
     axis.axhline(level, color="gray", ls=":", label="chance")
     if field == "K":
         axis.set_xscale("log", base=2)
+    tick_swept(axis.xaxis, points[field])
     axis.set_ylim(0, 1.02)
     axis.set_xlabel(field)
     axis.set_ylabel("final accuracy")
@@ -98,13 +99,25 @@ def _curves(runs: pd.DataFrame, points: pd.DataFrame, field: str, columns: dict[
 def phase_summary(points: pd.DataFrame, fields: list[str], columns: dict[str, str]) -> str:
     """Which ability each point selects (by mean accuracy), and where both reach ``COEXISTENCE``."""
     icl, iwl = f"{next(iter(columns))}_mean", f"{list(columns)[-1]}_mean"
-    icl_wins = int((points[icl] > points[iwl]).sum())
+    icl_wins, total = int((points[icl] > points[iwl]).sum()), len(points)
     both = points[(points[icl] >= COEXISTENCE) & (points[iwl] >= COEXISTENCE)]
     where = "; ".join(condition_label({f: _tick(row[f]) for f in fields}) for _, row in both.iterrows())
     return (
-        f"{len(points)} points over {' x '.join(fields)}: ICL above IWL at {icl_wins}, IWL above ICL at "
-        f"{len(points) - icl_wins}; both >= {COEXISTENCE} at {len(both)}" + (f" ({where})" if where else "")
+        f"{total} points over {' x '.join(fields)}: ICL above IWL at {icl_wins} of {total} points, "
+        f"IWL above ICL at {total - icl_wins} of {total}; both >= {COEXISTENCE} at {len(both)} of {total}"
+        + (f" ({where})" if where else "")
     )
+
+
+def _range(values: pd.Series, unit: str) -> str:
+    """``2000 steps``, or ``800-2000 steps`` where the runs differ (``unit`` singular)."""
+    low, high = int(values.min()), int(values.max())
+    return f"{low} {unit}" if low == high == 1 else f"{low} {unit}s" if low == high else f"{low}-{high} {unit}s"
+
+
+def phase_title(runs: pd.DataFrame, points: pd.DataFrame) -> str:
+    """What each point of a phase diagram is: the step its runs ended at and how many seeds."""
+    return f"final accuracy after {_range(runs.final_step, 'step')}, mean over {_range(points.runs, 'seed')} per point"
 
 
 def phase_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
@@ -121,5 +134,6 @@ def phase_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
         figure = _heatmaps(points, fields, columns)
     else:
         figure = _curves(runs, points, fields[0], columns, chance(int(runs.L.iloc[0])))
+    figure.suptitle(phase_title(runs, points), fontsize=9)
     save(figure, points, out_dir, "phase")
     return phase_summary(points, fields, columns)

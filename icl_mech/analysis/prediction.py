@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
 
@@ -102,6 +102,8 @@ def prediction_figure(
         out = predicted.merge(thresholds[["N", "K_star", "K_star_low", "K_star_high", "K_star_bound"]], on="N", how="outer")
     axis.set_xscale("log")
     axis.set_yscale("log")
+    tick_swept(axis.xaxis, predicted.N)
+    tick_log_values(axis.yaxis)
     axis.set_xlabel("N (tokens per sequence)")
     axis.set_ylabel("K*")
     axis.legend(fontsize=8)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from icl_mech.analysis.fits import fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
 
@@ -41,6 +41,8 @@ def threshold_scaling_figure(table: pd.DataFrame, out_dir: Path, levels: Levels)
     axis.plot(n, anchor * n**predicted, "--", label=f"1/nu = {predicted:.2f} ({nu_source} nu {nu:.2f})")
     axis.set_xscale("log")
     axis.set_yscale("log")
+    tick_swept(axis.xaxis, fitted.N)
+    tick_log_values(axis.yaxis)
     axis.set_xlabel("N (tokens per sequence)")
     axis.set_ylabel("K*")
     axis.legend(fontsize=8)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech.analysis.fits import CHANCE, PERFECT, fit_threshold
-from icl_mech.analysis.plotting import MissingRuns, save
+from icl_mech.analysis.plotting import MissingRuns, save, tick_swept
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
 from icl_mech.errors import ConfigError
 from icl_mech.readout import chance
@@ -93,6 +93,7 @@ def plot_transition(table: pd.DataFrame, thresholds: pd.DataFrame, by: list[str]
             axis.axvline(threshold.K_star, color=color, lw=1)
             axis.axvspan(threshold.K_star_low, threshold.K_star_high, color=color, alpha=0.12)
     axis.set_xscale("log")
+    tick_swept(axis.xaxis, table.K)
     axis.set_xlabel("K (training items)")
     axis.set_ylabel("final accuracy")
     axis.set_ylim(0.4, 1.02)
