@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     device = resolve_device(args.device)
     steps = checkpointed_steps(run, args.step, args.all_steps)
-    table = independence_run(run, args.method, steps, args.heads, device, not args.quiet)
+    table = independence_run(run, args.method, steps, args.heads, device, not args.quiet, args.best_below_threshold)
     last = table.iloc[-1]
     out = Path(args.out) if args.out else run.path
     report = {"run": str(run.path), "method": args.method, "rows": table.to_dict("records"), "verdict": verdict(last)}

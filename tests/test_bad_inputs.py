@@ -46,6 +46,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths["empty_dir"].mkdir()
     paths["one_run_sweep"] = root / "one_run_sweep"
     shutil.copytree(run, paths["one_run_sweep"] / "K64")
+    # Two steps of the interleaved preset: no induction or previous-token head has formed.
+    unformed = preset("cpu-interleaved").override(steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    paths["unformed_interleaved"] = train(unformed, root / "unformed_interleaved", progress=False).path
     paths["corrupt_sweep"] = root / "corrupt_sweep"
     shutil.copytree(paths["corrupt_metrics"], paths["corrupt_sweep"] / "K64")
     return paths
@@ -106,6 +109,11 @@ BAD_INPUTS = [
     bad("ablate", "--run", "{run}", "--circuit", "induction", "--heads", "9.9", error="head 9.9 does not exist"),
     bad("ablate", "--run", "{run}", "--circuit", "induction", "--heads", "x", error="argument --heads: invalid parse_heads value: 'x'"),
     bad("ablate", "--run", "{corrupt_config}", "--circuit", "mlp", error="{corrupt_config}/config.json is not valid JSON"),
+    bad("ablate", "--run", "{unformed_interleaved}", "--circuit", "induction",
+        error=r"no head in layer\(s\) 1 reaches induction score 0.5 \(the best: head 1.0, 0\.\d\d\): the circuit has "
+        "not formed in this checkpoint; name its heads with --heads LAYER.HEAD, or take the best with --best-below-threshold"),
+    bad("ablate", "--run", "{unformed_interleaved}", "--circuit", "previous-token",
+        error=r"no head in layer\(s\) 0 reaches label_previous_token score 0.5 \(the best: head 0.0, 0\.\d\d\)"),
     # probe
     bad("probe", "--run", "{run}", "--step", "3", error="step 3 was never checkpointed in {run}"),
     bad("probe", "--run", "{run}", "--device", "tpu", error="unknown device 'tpu'"),
