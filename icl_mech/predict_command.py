@@ -8,7 +8,7 @@ from pathlib import Path
 from icl_mech import storage
 from icl_mech.analysis.prediction import prediction_figure
 from icl_mech.analysis.sweep_table import load_sweeps
-from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from
+from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 from icl_mech.errors import ConfigError
 
 #: The accuracy levels the prediction reads runs with.
@@ -55,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict.csv; with --measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
     )
     parser.add_argument(
-        "--sweep", action="append", required=True,
+        "--sweep", action="append", required=True, type=sweep_directory,
         help="sweep directory holding frozen-attention runs (frozen=attn) and K=inf runs at each N (repeatable: pooled)",
     )
     parser.add_argument("--N", required=True, help="context lengths to predict K* at, e.g. 10,20,40")
-    parser.add_argument("--measured", action="append", help="transition sweep(s) whose fitted K*(N) is drawn beside")
+    parser.add_argument("--measured", action="append", type=sweep_directory, help="transition sweep(s) whose fitted K*(N) is drawn beside")
     parser.add_argument("--out", help="where predict.png/.csv go (default: <first sweep>/figures)")
     add_level_options(parser, LEVELS)
     parser.set_defaults(handler=run)

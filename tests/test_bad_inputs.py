@@ -101,6 +101,8 @@ BAD_INPUTS = [
     bad("figures", "--sweep", "{corrupt_sweep}", error="{corrupt_sweep}/K64/metrics.jsonl line 2 of 4 is not valid JSON"),
     bad("figures", "--sweep", "{one_run_sweep}", "--out", "{new}", error="nothing written to {new}: .* fit no analysis"),
     bad("figures", "--sweep", "{one_run_sweep}", "--only", "bogus", error="argument --only: invalid choice: 'bogus'"),
+    bad("figures", "--sweep", "{run}", error=r"argument --sweep: {run} is a run directory, not a sweep; pass the folder that "
+        r"holds the runs \(--sweep {root}\), or look at this run with icl-mech report --run {run}"),
     # ablate
     bad("ablate", "--run", "{run}", "--circuit", "bogus", error="argument --circuit: invalid choice: 'bogus'"),
     bad("ablate", "--run", "{missing}", "--circuit", "mlp", error="run directory {missing} does not exist"),
@@ -139,6 +141,8 @@ BAD_INPUTS = [
     # predict
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10,x", error=r"--N expects context lengths .* got '10,x'"),
     bad("predict", "--sweep", "{missing}", "--N", "10", error="sweep directory {missing} does not exist"),
+    bad("predict", "--sweep", "{one_run_sweep}", "--measured", "{run}", "--N", "10",
+        error="argument --measured: {run} is a run directory, not a sweep"),
     bad("predict", "--sweep", "{empty_dir}", "--N", "10", error="no finished run directories under"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="memorization needs frozen-attention runs"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", "--out", "{file}", error="--out {file} is a file; expected a directory"),
