@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="predict K*(N) from memorization and K=inf runs (the kinetic argument)",
         description="ICL wins when it is learned before the items are memorized: fit the memorization "
         "time I_K = A K^nu on frozen-attention runs, take t_ICL(N) (median over seeds) from K=inf "
-        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95%% interval. Writes predict.png and "
+        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95% interval. Writes predict.png and "
         "predict.csv; with --measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
     )
     parser.add_argument(
