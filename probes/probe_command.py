@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             jump = onsets.icl_jump_step.iloc[0]
             print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump "
                   + ("(none: ICL never got halfway from its start to 1)" if math.isnan(jump) else f"(step {jump:.0f})"))
-            print(table_text(onsets.drop(columns="icl_jump_step"), index=False))
+            print(table_text(onsets.drop(columns="icl_jump_step"), index=False, na_rep="none"))  # never rose
     return 0
 
 
