@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icl_mech import storage
-from icl_mech.analysis.prediction import prediction_figure
-from icl_mech.analysis.sweep_table import load_sweeps
 from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 from icl_mech.errors import ConfigError
 
@@ -24,6 +21,10 @@ def parse_n_values(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech import storage
+    from icl_mech.analysis.prediction import prediction_figure
+    from icl_mech.analysis.sweep_table import load_sweeps
+
     n_values = parse_n_values(args.N)
     levels = levels_from(args, LEVELS)
     table = load_sweeps(args.sweep, levels)

@@ -10,12 +10,8 @@ from pathlib import Path
 
 from icl_mech.arguments import add_over_time, checkpointed_steps, save_table_and_plot, table_text
 from icl_mech.cli import main
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
 from probes.ablation import METHODS
 from probes.circuits import CIRCUITS, parse_heads
-from probes.over_time import ablate_run
-from probes.plots import plot_ablation
 
 
 def add_circuit_options(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +37,11 @@ def add_circuit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.over_time import ablate_run
+    from probes.plots import plot_ablation
+
     run = load_run(args.run)
     steps = checkpointed_steps(run, args.step, args.all_steps)
     table, sites = ablate_run(

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from icl_mech.cli import build_parser
 
 HEAVY = ("torch", "transformer_lens")
@@ -30,8 +32,9 @@ def help_imports(command: str) -> list[str]:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def test_train_help_imports_neither_torch_nor_transformer_lens():
-    assert help_imports("train") == []
+@pytest.mark.parametrize("command", ["train", "probe"])
+def test_help_imports_neither_torch_nor_transformer_lens(command):
+    assert help_imports(command) == []
 
 
 def test_no_help_text_shows_an_argparse_percent_escape():
