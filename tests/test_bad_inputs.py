@@ -125,6 +125,7 @@ BAD_INPUTS = [
     # independence
     bad("independence", "--run", "{run}", "--method", "bogus", error="argument --method: invalid choice: 'bogus'"),
     bad("independence", "--run", "{no_checkpoints}", error="{no_checkpoints} has no checkpoints yet"),
+    bad("independence", "--run", "{unformed_interleaved}", error=r"no head in layer\(s\) 1 reaches induction score 0.5"),
     # viz
     bad("viz", "--run", "{run}", "--set", "bogus", "--out", "{new}/v.html", error="argument --set: invalid choice: 'bogus'"),
     bad("viz", "--run", "{run}", "--index", "99999", "--out", "{new}/v.html", error="sequence index 99999 is out of range"),

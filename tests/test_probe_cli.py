@@ -13,6 +13,8 @@ import pytest
 
 from icl_mech import preset, train
 from icl_mech.cli import main
+from probes.circuits import BelowThresholdWarning
+from probes.independence import independence_run
 from probes_fixtures import memorizing_run  # noqa: F401  (fixture)
 
 
@@ -42,6 +44,16 @@ def test_ablate_takes_an_unformed_interleaved_induction_head_above_layer_0_only_
         r"icl-mech ablate: warning: no head in layer\(s\) 1 reaches induction score 0.5 \(the best: head 1.0, "
         r"0\.\d\d\); taking it\n", captured.err,
     ), captured.err
+
+
+def test_independence_run_of_an_unformed_interleaved_run_takes_the_best_head_with_a_warning(tmp_path):
+    # What the report reads for every run, formed or not; the independence command refuses
+    # such a run unless given --best-below-threshold (tests/test_bad_inputs.py).
+    config = preset("cpu-interleaved").override(attn_only=False, d_mlp=16, steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    run = train(config, tmp_path / "run", progress=False)
+    with pytest.warns(BelowThresholdWarning, match=r"no head in layer\(s\) 1 reaches induction score 0.5"):
+        table = independence_run(run, progress=False)
+    assert table.step.tolist() == run.steps
 
 
 def test_bare_ablate_command_reports_a_missing_run():
