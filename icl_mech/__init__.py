@@ -1,7 +1,7 @@
 """icl-mech: train transformers on in-context classification and take them apart over time.
 
-The names below load on first use (PEP 562), so ``icl-mech --help`` and config errors do not pay
-for importing TransformerLens (about 10 s of CPU).
+The names below load on first use (PEP 562), so ``icl-mech train --help`` and config errors do
+not pay for importing TransformerLens (about 10 s of CPU).
 """
 
 from importlib import import_module

@@ -118,6 +118,20 @@ def file_to_write(text: str) -> Path:
     return Path(text)
 
 
+def sweep_directory(text: str) -> Path:
+    """A --sweep directory, refused at once if it is one run's directory: a sweep is the folder
+    that holds run directories (``icl-mech sweep --out``), and a run alone fits no analysis."""
+    from icl_mech import storage
+
+    path = Path(text)
+    if (path / storage.CONFIG).is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a run directory, not a sweep; pass the folder that holds the runs "
+            f"(--sweep {path.absolute().parent}), or look at this run with icl-mech report --run {text}"
+        )
+    return path
+
+
 def comma_choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     """An argument type: a comma-separated subset of ``allowed``, in the order given."""
 

@@ -11,6 +11,8 @@ import argparse
 import signal
 import sys
 import typing
+import warnings
+from functools import partial
 from importlib.metadata import entry_points
 
 from icl_mech.errors import IclMechError, TrainingStopped
@@ -41,13 +43,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str, message: Warning | str, *details: object) -> None:
+    """A warning during a command, as one line like the errors (no source file and line)."""
+    print(f"icl-mech {command}: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; input errors print one line and return 2, training
     stopped by SIGTERM (after saving) prints how to resume and returns 143."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
-        return args.handler(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = partial(_one_line_warning, args.command)
+            return args.handler(args) or 0
     except IclMechError as error:
         print(f"icl-mech {args.command}: error: {error}", file=sys.stderr)
         return 2

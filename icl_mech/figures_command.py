@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_mech.analysis import FIGURES, make_figures
-from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from
+from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 
 
 def _field_value(text: str) -> tuple[str, str]:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "against plain), phase (final ICL and IWL over one or two swept data fields, Reddy 2024). "
         "Analyses whose runs are absent are skipped with a note.",
     )
-    parser.add_argument("--sweep", action="append", required=True, help="sweep directory (repeatable: runs are pooled)")
+    parser.add_argument("--sweep", action="append", required=True, type=sweep_directory, help="sweep directory (repeatable: runs are pooled)")
     parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
     parser.add_argument(
         "--where", type=_field_value, action="append", default=[], metavar="FIELD=VALUE",

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icl_mech import storage
-from icl_mech.analysis.prediction import prediction_figure
-from icl_mech.analysis.sweep_table import load_sweeps
-from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from
+from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 from icl_mech.errors import ConfigError
 
 #: The accuracy levels the prediction reads runs with.
@@ -24,6 +21,10 @@ def parse_n_values(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech import storage
+    from icl_mech.analysis.prediction import prediction_figure
+    from icl_mech.analysis.sweep_table import load_sweeps
+
     n_values = parse_n_values(args.N)
     levels = levels_from(args, LEVELS)
     table = load_sweeps(args.sweep, levels)
@@ -51,15 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="predict K*(N) from memorization and K=inf runs (the kinetic argument)",
         description="ICL wins when it is learned before the items are memorized: fit the memorization "
         "time I_K = A K^nu on frozen-attention runs, take t_ICL(N) (median over seeds) from K=inf "
-        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95%% interval. Writes predict.png and "
+        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95% interval. Writes predict.png and "
         "predict.csv; with --measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
     )
     parser.add_argument(
-        "--sweep", action="append", required=True,
+        "--sweep", action="append", required=True, type=sweep_directory,
         help="sweep directory holding frozen-attention runs (frozen=attn) and K=inf runs at each N (repeatable: pooled)",
     )
     parser.add_argument("--N", required=True, help="context lengths to predict K* at, e.g. 10,20,40")
-    parser.add_argument("--measured", action="append", help="transition sweep(s) whose fitted K*(N) is drawn beside")
+    parser.add_argument("--measured", action="append", type=sweep_directory, help="transition sweep(s) whose fitted K*(N) is drawn beside")
     parser.add_argument("--out", help="where predict.png/.csv go (default: <first sweep>/figures)")
     add_level_options(parser, LEVELS)
     parser.set_defaults(handler=run)

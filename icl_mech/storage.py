@@ -14,6 +14,9 @@ Layout of a run directory::
 
 No pickle anywhere. Every file except the append-only metrics log is written to a temporary file
 beside it and renamed into place, so a crash leaves the old file or the new one, never half of one.
+The metrics log is appended one line at a time, so a writer killed mid-line can leave its last
+line cut short: reading it warns naming the file and line and skips that line (a resume rewrites
+the log without it); a damaged line anywhere else is an error naming it (``read_json_lines``).
 A write that fails (disk full, permission lost, read-only file system) raises ``WriteError`` naming
 the file and the cause, and leaves the file as it was.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -136,21 +140,39 @@ def ended_status(run_dir: Path) -> dict[str, Any] | None:
     return None if status.get("state", FINISHED) == INTERRUPTED else status
 
 
+class CutLineWarning(UserWarning):
+    """A JSON-lines file ends in a line cut short, which reading skips."""
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line's JSON object. A last line cut short (as a killed writer leaves it) is dropped;
-    a damaged line before it is an error naming the line, never a silent end of the log."""
+    """Every line's JSON object.
+
+    A last line cut short is what a writer killed mid-line leaves (``append_json_line`` cuts a
+    failed write back, but SIGKILL or a power cut can stop it first): it is not JSON and has no
+    newline. It is skipped with a ``CutLineWarning`` naming the file and line, since the rows before
+    it are whole and a resumed run rewrites the log without it. Any other damage (a line before
+    the last, or a last line that ends in a newline, which no cut leaves) is a ``RunError`` naming
+    the line, never a silent end of the log.
+    """
     if not path.exists():
         return []
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except UnicodeDecodeError as error:
         raise RunError(f"{path} is not a text file of JSON lines ({error})") from None
+    lines = text.splitlines()
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            if number == len(lines):
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(
+                    f"{path} line {number} of {number} is cut short (a writer killed mid-line); "
+                    f"skipped, reading the {number - 1} whole line(s) before it",
+                    CutLineWarning,
+                    stacklevel=2,
+                )
                 break
             raise RunError(f"{path} line {number} of {len(lines)} is not valid JSON ({error})") from None
         if not isinstance(row, dict):

@@ -1,17 +1,17 @@
-"""``icl-mech train``: train (or resume) one run from a preset plus overrides."""
+"""``icl-mech train``: train (or resume) one run from a preset plus overrides.
+
+Building the parser imports nothing heavy (no torch, TransformerLens): ``--help`` and a bad flag
+answer at once; what a run needs is imported when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
-
-from icl_mech import storage
 from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, parse_assignments
 from icl_mech.config import RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
-from icl_mech.devices import resolve_device
 from icl_mech.presets import PRESETS, preset
 from icl_mech.threads import requested_threads
 
@@ -25,6 +25,8 @@ def default_run_dir(config: RunConfig, preset_name: str) -> Path:
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset (or, resuming without --preset, the saved config) with the flags applied."""
+    from icl_mech import storage
+
     if args.preset is None and args.resume and args.out is not None:
         base = RunConfig.from_dict(storage.read_json(_existing_run(Path(args.out)) / storage.CONFIG))
     else:
@@ -38,15 +40,21 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _existing_run(out: Path) -> Path:
     """``out``, which --resume requires to hold a run: a typo must not start a new run."""
+    from icl_mech import storage
+
     if not (out / storage.CONFIG).is_file():
         raise RunError(f"--resume: {out} holds no run (no {storage.CONFIG}); check the path, or leave out --resume to start one")
     return out
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+
     config = run_config_from_args(args)
     resolve_device(args.device)
     if (threads := requested_threads(args.threads)) is not None:
+        import torch
+
         torch.set_num_threads(threads)
     from icl_mech.sampler import REDDY_EVAL_SETS
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid

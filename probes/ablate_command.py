@@ -10,16 +10,13 @@ from pathlib import Path
 
 from icl_mech.arguments import add_over_time, checkpointed_steps, save_table_and_plot, table_text
 from icl_mech.cli import main
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
 from probes.ablation import METHODS
 from probes.circuits import CIRCUITS, parse_heads
-from probes.over_time import ablate_run
-from probes.plots import plot_ablation
 
 
 def add_circuit_options(parser: argparse.ArgumentParser) -> None:
-    """--method and --heads: how a circuit is ablated and which heads it is (ablate, independence)."""
+    """--method, --heads and --best-below-threshold: how a circuit is ablated and which heads it is
+    (ablate, independence)."""
     parser.add_argument(
         "--method", choices=METHODS, default="resample",
         help="replace activations by their values on other sequences of the evaluation set "
@@ -28,15 +25,29 @@ def add_circuit_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--heads", type=parse_heads,
-        help="the circuit's heads as LAYER.HEAD[,...] (default: detected in the last checkpoint, "
-        "heads whose score is >= 0.5, else the best one)",
+        help="the circuit's heads as LAYER.HEAD[,...] (default: the heads whose score reaches 0.5 in "
+        "the last checkpoint; in interleaved runs the induction head is searched above layer 0)",
+    )
+    parser.add_argument(
+        "--best-below-threshold", action="store_true",
+        help="in an interleaved run where no head reaches 0.5 (the circuit has not formed), take the "
+        "best head and print it with its score, instead of stopping with an error (paired runs "
+        "always take their best head, with the same note)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.over_time import ablate_run
+    from probes.plots import plot_ablation
+
     run = load_run(args.run)
     steps = checkpointed_steps(run, args.step, args.all_steps)
-    table, sites = ablate_run(run, args.circuit, args.method, steps, args.heads, resolve_device(args.device), not args.quiet)
+    table, sites = ablate_run(
+        run, args.circuit, args.method, steps, args.heads, resolve_device(args.device), not args.quiet,
+        args.best_below_threshold,
+    )
     what = f"{args.circuit} ({', '.join(map(str, sites))}) ablated by {args.method}"
     if args.json:
         print(json.dumps({"run": str(run.path), "circuit": args.circuit, "method": args.method,

@@ -93,11 +93,15 @@ def independence_run(
     heads: Sequence[Head] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    best_below_threshold: bool = True,
 ) -> pd.DataFrame:
-    """``independence_at`` at every step (circuits found in the last checkpoint)."""
+    """``independence_at`` at every step (circuits found in the last checkpoint). Where no head
+    reaches the detection threshold the best is taken, with a warning (``probes.circuits``), so
+    the report of any run has its cross-ablation; ``icl-mech independence`` refuses instead
+    unless given --best-below-threshold."""
     eval_sets = run.eval_sets(device)
     circuits = {"induction": heads} | {name: None for name in ("mlp", *PATH_PAIR)}
-    sites = final_sites(run, circuits, eval_sets, device)
+    sites = final_sites(run, circuits, eval_sets, device, best_below_threshold)
     return over_checkpoints(
         run, lambda model: independence_at(model, eval_sets, sites, method), steps, device, progress, "independence"
     )

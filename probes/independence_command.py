@@ -8,19 +8,20 @@ import json
 from pathlib import Path
 
 from icl_mech.arguments import add_over_time, checkpointed_steps, save_table_and_plot, table_text
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
 from probes.ablate_command import add_circuit_options
-from probes.independence import cross_ablation_matrix, independence_run, verdict
-from probes.kinetics import kinetics_curves, kinetics_summary, kinetics_verdict
-from probes.plots import independence_panels, plot_columns
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.independence import cross_ablation_matrix, independence_run, verdict
+    from probes.kinetics import kinetics_curves, kinetics_summary, kinetics_verdict
+    from probes.plots import independence_panels, plot_columns
+
     run = load_run(args.run)
     device = resolve_device(args.device)
     steps = checkpointed_steps(run, args.step, args.all_steps)
-    table = independence_run(run, args.method, steps, args.heads, device, not args.quiet)
+    table = independence_run(run, args.method, steps, args.heads, device, not args.quiet, args.best_below_threshold)
     last = table.iloc[-1]
     out = Path(args.out) if args.out else run.path
     report = {"run": str(run.path), "method": args.method, "rows": table.to_dict("records"), "verdict": verdict(last)}

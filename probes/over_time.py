@@ -49,12 +49,15 @@ def final_sites(
     circuits: dict[str, Sequence[Head] | None],
     eval_sets: dict[str, Batch],
     device: str | torch.device = "cpu",
+    best_below_threshold: bool = False,
 ) -> dict[str, list[Site]]:
     """Each circuit's sites (``circuits`` maps its name to the heads named for it, or None to
     detect them), found once in the run's last checkpoint, where the circuits have formed, so
-    that every step of a run ablates the same heads."""
+    that every step of a run ablates the same heads (``best_below_threshold``:
+    ``probes.circuits``)."""
     model = run.model(device=device)
-    return {name: circuit_sites(name, model, eval_sets["icl"], heads) for name, heads in circuits.items()}
+    icl = eval_sets["icl"]
+    return {name: circuit_sites(name, model, icl, heads, best_below_threshold) for name, heads in circuits.items()}
 
 
 def ablate_run(
@@ -65,10 +68,11 @@ def ablate_run(
     heads: Sequence[Head] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    best_below_threshold: bool = False,
 ) -> tuple[pd.DataFrame, list[Site]]:
     """ICL/IWL accuracy and loss, intact and with ``circuit`` ablated, at every step; and the sites."""
     eval_sets = run.eval_sets(device)
-    sites = final_sites(run, {circuit: heads}, eval_sets, device)[circuit]
+    sites = final_sites(run, {circuit: heads}, eval_sets, device, best_below_threshold)[circuit]
 
     def probe(model: HookedTransformer) -> dict[str, float]:
         return ablation_effect(model, eval_sets, sites, method)

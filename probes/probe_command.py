@@ -9,14 +9,15 @@ import math
 from pathlib import Path
 
 from icl_mech.arguments import add_over_time, checkpointed_steps, save_table_and_plot, table_text
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
-from probes.over_time import probe_run
-from probes.plots import plot_columns, probe_panels
-from probes.progress import progress_onsets
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.over_time import probe_run
+    from probes.plots import plot_columns, probe_panels
+    from probes.progress import progress_onsets
+
     run = load_run(args.run)
     steps = checkpointed_steps(run, args.step, args.all_steps)
     table = probe_run(run, steps, resolve_device(args.device), not args.quiet)
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             jump = onsets.icl_jump_step.iloc[0]
             print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump "
                   + ("(none: ICL never got halfway from its start to 1)" if math.isnan(jump) else f"(step {jump:.0f})"))
-            print(table_text(onsets.drop(columns="icl_jump_step"), index=False))
+            print(table_text(onsets.drop(columns="icl_jump_step"), index=False, na_rep="none"))  # never rose
     return 0
 
 

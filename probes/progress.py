@@ -40,7 +40,9 @@ def icl_jump_step(steps: np.ndarray, icl_acc: np.ndarray) -> float:
 def progress_onsets(table: pd.DataFrame) -> pd.DataFrame:
     """One row per progress measure in ``table``: its lowest value before its largest, the
     largest, the rise between, the steps it covered a tenth and half of that rise, and whether it
-    started before ICL's jump (``icl_jump_step``, NaN when ICL never jumped).
+    started before ICL's jump (``icl_jump_step``, NaN when ICL never jumped). A measure that never
+    rose (its largest value is its first) has no start or half step (NaN) and did not start
+    before the jump.
 
     Raises ValueError on a table without the measures (a run in the paired format)."""
     columns = [column for prefix in MEASURES for column in table.columns if column.startswith(prefix)]
@@ -53,9 +55,11 @@ def progress_onsets(table: pd.DataFrame) -> pd.DataFrame:
         values = table[column].to_numpy(dtype=float)
         peak = int(np.argmax(values))
         trough = values[: peak + 1].min()
-        start = rise_step(steps, values, 0.1)
+        rose = values[peak] > trough
+        start = rise_step(steps, values, 0.1) if rose else float("nan")
+        half = rise_step(steps, values, 0.5) if rose else float("nan")
         rows.append({
             "measure": column, "lowest": trough, "largest": values[peak], "rise": values[peak] - trough,
-            "start_step": start, "half_step": rise_step(steps, values, 0.5), "starts_before_icl": start < jump,
+            "start_step": start, "half_step": half, "starts_before_icl": start < jump,
         })
     return pd.DataFrame(rows).assign(icl_jump_step=jump)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from icl_mech import storage
 from icl_mech.arguments import add_device, add_run, checkpointed_steps, file_to_write
-from icl_mech.devices import resolve_device
 from icl_mech.errors import RunError
-from icl_mech.run import load_run
 from icl_mech.sampler import REDDY_EVAL_SETS
-from probes.viz import head_patterns_view, write_view
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech import storage
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.viz import head_patterns_view, write_view
+
     run = load_run(args.run)
     step = checkpointed_steps(run, args.step)[0]
     device = resolve_device(args.device)

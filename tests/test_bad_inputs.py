@@ -46,6 +46,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths["empty_dir"].mkdir()
     paths["one_run_sweep"] = root / "one_run_sweep"
     shutil.copytree(run, paths["one_run_sweep"] / "K64")
+    # Two steps of the interleaved preset: no induction or previous-token head has formed.
+    unformed = preset("cpu-interleaved").override(steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    paths["unformed_interleaved"] = train(unformed, root / "unformed_interleaved", progress=False).path
     paths["corrupt_sweep"] = root / "corrupt_sweep"
     shutil.copytree(paths["corrupt_metrics"], paths["corrupt_sweep"] / "K64")
     return paths
@@ -106,6 +109,8 @@ BAD_INPUTS = [
     bad("figures", "--sweep", "{corrupt_sweep}", error="{corrupt_sweep}/K64/metrics.jsonl line 2 of 4 is not valid JSON"),
     bad("figures", "--sweep", "{one_run_sweep}", "--out", "{new}", error="nothing written to {new}: .* fit no analysis"),
     bad("figures", "--sweep", "{one_run_sweep}", "--only", "bogus", error="argument --only: invalid choice: 'bogus'"),
+    bad("figures", "--sweep", "{run}", error=r"argument --sweep: {run} is a run directory, not a sweep; pass the folder that "
+        r"holds the runs \(--sweep {root}\), or look at this run with icl-mech report --run {run}"),
     # ablate
     bad("ablate", "--run", "{run}", "--circuit", "bogus", error="argument --circuit: invalid choice: 'bogus'"),
     bad("ablate", "--run", "{missing}", "--circuit", "mlp", error="run directory {missing} does not exist"),
@@ -114,6 +119,11 @@ BAD_INPUTS = [
     bad("ablate", "--run", "{run}", "--circuit", "induction", "--heads", "9.9", error="head 9.9 does not exist"),
     bad("ablate", "--run", "{run}", "--circuit", "induction", "--heads", "x", error="argument --heads: invalid parse_heads value: 'x'"),
     bad("ablate", "--run", "{corrupt_config}", "--circuit", "mlp", error="{corrupt_config}/config.json is not valid JSON"),
+    bad("ablate", "--run", "{unformed_interleaved}", "--circuit", "induction",
+        error=r"no head in layer\(s\) 1 reaches induction score 0.5 \(the best: head 1.0, 0\.\d\d\): the circuit has "
+        "not formed in this checkpoint; name its heads with --heads LAYER.HEAD, or take the best with --best-below-threshold"),
+    bad("ablate", "--run", "{unformed_interleaved}", "--circuit", "previous-token",
+        error=r"no head in layer\(s\) 0 reaches label_previous_token score 0.5 \(the best: head 0.0, 0\.\d\d\)"),
     # probe
     bad("probe", "--run", "{run}", "--step", "3", error="step 3 was never checkpointed in {run}"),
     bad("probe", "--run", "{run}", "--device", "tpu", error="unknown device 'tpu'"),
@@ -123,6 +133,7 @@ BAD_INPUTS = [
     # independence
     bad("independence", "--run", "{run}", "--method", "bogus", error="argument --method: invalid choice: 'bogus'"),
     bad("independence", "--run", "{no_checkpoints}", error="{no_checkpoints} has no checkpoints yet"),
+    bad("independence", "--run", "{unformed_interleaved}", error=r"no head in layer\(s\) 1 reaches induction score 0.5"),
     # viz
     bad("viz", "--run", "{run}", "--set", "bogus", "--out", "{new}/v.html", error="argument --set: invalid choice: 'bogus'"),
     bad("viz", "--run", "{run}", "--index", "99999", "--out", "{new}/v.html", error="sequence index 99999 is out of range"),
@@ -139,6 +150,8 @@ BAD_INPUTS = [
     # predict
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10,x", error=r"--N expects context lengths .* got '10,x'"),
     bad("predict", "--sweep", "{missing}", "--N", "10", error="sweep directory {missing} does not exist"),
+    bad("predict", "--sweep", "{one_run_sweep}", "--measured", "{run}", "--N", "10",
+        error="argument --measured: {run} is a run directory, not a sweep"),
     bad("predict", "--sweep", "{empty_dir}", "--N", "10", error="no finished run directories under"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="memorization needs frozen-attention runs"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", "--out", "{file}", error="--out {file} is a file; expected a directory"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from icl_mech import preset, train
 from icl_mech.cli import main
+from probes.circuits import BelowThresholdWarning
+from probes.independence import independence_run
 from probes_fixtures import memorizing_run  # noqa: F401  (fixture)
 
 
@@ -25,6 +29,31 @@ def test_missing_run_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["ablate", "--run", str(tmp_path / "nope"), "--circuit", "mlp"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err
+
+
+def test_ablate_takes_an_unformed_interleaved_induction_head_above_layer_0_only_when_asked(tmp_path, capsys):
+    # Two steps in, no head reaches 0.5; without --best-below-threshold ablate refuses
+    # (tests/test_bad_inputs.py), with it the best head of layer 1 is taken and named with its score.
+    config = preset("cpu-interleaved").override(steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    run = train(config, tmp_path / "run", progress=False)
+    argv = ["ablate", "--run", str(run.path), "--circuit", "induction", "--json", "--quiet", "--best-below-threshold"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["sites"] == ["blocks.1.attn.hook_z[head 0]"]
+    assert re.fullmatch(
+        r"icl-mech ablate: warning: no head in layer\(s\) 1 reaches induction score 0.5 \(the best: head 1.0, "
+        r"0\.\d\d\); taking it\n", captured.err,
+    ), captured.err
+
+
+def test_independence_run_of_an_unformed_interleaved_run_takes_the_best_head_with_a_warning(tmp_path):
+    # What the report reads for every run, formed or not; the independence command refuses
+    # such a run unless given --best-below-threshold (tests/test_bad_inputs.py).
+    config = preset("cpu-interleaved").override(attn_only=False, d_mlp=16, steps=2, eval_every=2, checkpoint_every=2, eval_size=32)
+    run = train(config, tmp_path / "run", progress=False)
+    with pytest.warns(BelowThresholdWarning, match=r"no head in layer\(s\) 1 reaches induction score 0.5"):
+        table = independence_run(run, progress=False)
+    assert table.step.tolist() == run.steps
 
 
 def test_bare_ablate_command_reports_a_missing_run():

@@ -128,6 +128,17 @@ def test_progress_measures_are_dated_from_their_trough_against_icls_jump():
         progress_onsets(table[["step", "icl_acc"]])
 
 
+def test_a_progress_measure_that_never_rose_has_no_start_and_did_not_start_before_icl():
+    steps = np.arange(0, 500, 100)
+    table = pd.DataFrame({
+        "step": steps, "icl_acc": [0.25, 0.25, 0.25, 1.0, 1.0],
+        "label_attention_L1H0": [0.3, 0.2, 0.2, 0.1, 0.1], "induction_L1H0": [0.12] * 5,  # falls; flat
+    })
+    onsets = progress_onsets(table).set_index("measure")
+    assert onsets.start_step.isna().all() and onsets.half_step.isna().all()
+    assert not onsets.starts_before_icl.any() and (onsets.rise == 0).all()
+
+
 def test_viz_shows_reddys_sets_and_names_a_run_without_them(reddy_sweep, tmp_path, capsys):
     run = reddy_sweep / "B2-K64-seed0"
     assert main(["viz", "--run", str(run), "--set", "iwl_iid", "--out", str(tmp_path / "iid.html")]) == 0

@@ -1,14 +1,16 @@
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from icl_mech import CheckpointError, RunError, cli, load_run, train
+from icl_mech import CheckpointError, RunError, cli, load_run, storage, train
 from icl_mech.model import full_query_logits
 from icl_mech.readout import loss_and_accuracy
 from icl_mech.trainer import checkpoint_steps, evaluate
@@ -139,6 +141,20 @@ def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_run(tmp_path / "run").model(4)
+
+
+def test_a_metrics_log_cut_mid_line_is_read_to_its_last_whole_line_with_a_warning_naming_the_line(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "checkpoints" / "reference" / "memorize", run_dir)
+    log = run_dir / storage.METRICS
+    whole = load_run(run_dir).metrics
+    lines = log.read_text().count("\n")
+    log.write_text(log.read_text() + '{"step": 1001, "train_lo')  # as a writer killed mid-line leaves it
+    with pytest.warns(storage.CutLineWarning, match=rf"{re.escape(str(log))} line {lines + 1} of {lines + 1} is cut short"):
+        assert load_run(run_dir).metrics.equals(whole)
+    log.write_text(log.read_text() + "\n")  # a newline after it: no cut leaves that, so it is damage
+    with pytest.raises(RunError, match=f"line {lines + 1} of {lines + 1} is not valid JSON"):
+        load_run(run_dir).metrics
 
 
 @pytest.mark.parametrize(

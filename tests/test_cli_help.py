@@ -1,0 +1,44 @@
+"""What ``--help`` shows and costs: every command's help reads as written, and a command's help
+imports none of what training or probing needs (torch, TransformerLens), so it answers at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from icl_mech.cli import build_parser
+
+HEAVY = ("torch", "transformer_lens")
+
+#: Prints which of HEAVY are imported after ``icl-mech <command> --help`` (argv[1]).
+HELP_THEN_LIST_IMPORTS = f"""
+import json, sys
+from icl_mech.cli import main
+try:
+    main([sys.argv[1], "--help"])
+except SystemExit:
+    pass
+print(json.dumps([name for name in {HEAVY!r} if name in sys.modules]))
+"""
+
+
+def help_imports(command: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_THEN_LIST_IMPORTS, command], capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("command", ["train", "probe"])
+def test_help_imports_neither_torch_nor_transformer_lens(command):
+    assert help_imports(command) == []
+
+
+def test_no_help_text_shows_an_argparse_percent_escape():
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if action.dest == "command"]
+    for name, subparser in commands.choices.items():
+        assert "%%" not in subparser.format_help(), name
