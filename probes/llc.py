@@ -390,7 +390,7 @@ def llc_run(
     steps = run.steps if steps is None else list(steps)
     draws = {name: run_draw(run, name, device) for name in data}
     models = [copy.deepcopy(model) for _, model in run.models(steps, device)]
-    stack = stack_size(device, len(models))
+    stack = stack_size(device, len(models), settings)
     stacks = [models[start : start + stack] for start in range(0, len(models), stack)]
     estimates = {}
     total = len(stacks) * len(restrictions) * len(data) * (settings.burn_in + settings.draws)
@@ -414,13 +414,20 @@ def llc_run(
     return table, estimates
 
 
-def stack_size(device: str | torch.device, checkpoints: int) -> int:
-    """How many checkpoints ``llc_run`` samples as one stack (``estimate_llcs``): all of them on a
-    GPU, where an SGLD step of one checkpoint is mostly fixed cost per kernel; one at a time on a
-    CPU, where the step is arithmetic on small matrices and a stack is slower than the checkpoints
-    one after another (benchmarks/: ``LLC, stacked``: ``vmap``'s batched matmul copies the shared
-    batch once per checkpoint)."""
-    return checkpoints if torch.device(device).type == "cuda" else 1
+#: The sequences one SGLD step of a CPU stack takes (checkpoints x chains x batch): near what a
+#: 2-core machine's caches hold. On the shipped ICL run's 15 checkpoints (benchmarks/: ``LLC,
+#: stacked``), 2 chains x 64 sequences stacked 15 at a time took a quarter of the time of one
+#: checkpoint after another; the defaults' 4 x 128, stacked 4 at a time, 0.7 of it, and 15 at a
+#: time hardly less than the loop (each step's batched matmuls outgrow the caches).
+CPU_STACK_SEQUENCES = 2048
+
+
+def stack_size(device: str | torch.device, checkpoints: int, settings: SGLDSettings) -> int:
+    """How many checkpoints ``llc_run`` samples as one stack (``estimate_llcs``): all of them on
+    a GPU; on a CPU as many as keep a step within ``CPU_STACK_SEQUENCES``."""
+    if torch.device(device).type == "cuda":
+        return checkpoints
+    return max(1, min(checkpoints, CPU_STACK_SEQUENCES // (settings.chains * settings.batch_size)))
 
 
 def llc_record(run: Run, table: pd.DataFrame, estimates: dict[tuple[int, str, str], LLCEstimate]) -> dict:
