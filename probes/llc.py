@@ -195,10 +195,11 @@ def estimate_llcs(
     """``estimate_llc`` of each of ``models`` (one architecture: a run's checkpoints), their
     chains sampled together as one stack, with the estimates ``estimate_llc`` gives each alone.
 
-    An SGLD step of these small models is mostly fixed per-step cost, so the checkpoints share
-    it: every model's chains see the same batches and the same noise (as they would alone, with
-    the same seed), and one ``vmap`` over models and chains takes their losses. ``bar`` advances
-    by one per SGLD step. No model's weights or ``.grad`` are touched.
+    With few chains and small batches an SGLD step of these small models is mostly fixed cost,
+    which the checkpoints then share (``stack_size`` says how many pay): every model's chains see
+    the same batches and the same noise (as they would alone, with the same seed), and one
+    ``vmap`` over models and chains takes their losses. ``bar`` advances by one per SGLD step.
+    No model's weights or ``.grad`` are touched.
     """
     if not models:
         return []

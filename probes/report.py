@@ -37,8 +37,8 @@ from probes.viz import head_patterns
 #: over chains, and traces that show the burn-in), a tenth of the sampling of ``icl-mech llc``'s
 #: defaults (2 chains x 64 sequences x (100 + 50) steps against 4 x 128 x (200 + 200)), and small
 #: enough for every checkpoint to be stacked into one SGLD step (``probes.llc.stack_size``). On the
-#: shipped ICL run its estimates lie within about 10% of the defaults' (the MLP's, which are small,
-#: up to 30% below): the curve's shape, not values to compare with the defaults' (docs/LLC.md).
+#: shipped ICL run its estimates lie within 7% of the defaults' from step 256 on (the MLP's, which
+#: are small, 21-33% below): the curve's shape, not values to set beside the defaults' (docs/LLC.md).
 LLC_SETTINGS = SGLDSettings(chains=2, burn_in=100, draws=50, batch_size=64)
 
 #: The evaluation sequence whose attention the page shows.
