@@ -26,7 +26,10 @@ from icl_mech.run import load_run
 from icl_mech.sampler import TRAINING_MODES, Batch, sample_batch, stream_generator, training_pool
 from icl_mech.trainer import evaluate, make_optimizer, train
 from probes.head_scores import match_score
-from probes.llc import SGLDSettings, devinterp_sampler_llc, estimate_llc, llc_run, query_loss, run_draw
+from probes.llc import (
+    SGLDSettings, devinterp_sampler_llc, estimate_llc, estimate_llcs, llc_run, query_loss, restricted_parameters, run_draw,
+    stack_size,
+)
 from probes.over_time import ablate_run, over_checkpoints
 
 
@@ -224,6 +227,30 @@ def llc_sampler(n_steps: int, repeats: int) -> Comparison:
     return Comparison(
         f"LLC, {settings.chains} chains x {n_steps} SGLD steps", "devinterp llc()", seconds["devinterp"],
         "estimate_llc", seconds["ours"], "s", 1.0,
+    )
+
+
+def llc_stacked(settings: SGLDSettings, repeats: int, run_name: str = "icl") -> Comparison:
+    """Every checkpoint of a shipped run, whole model, training data: each checkpoint's chains
+    alone, one checkpoint after another (``estimate_llc``), against the stacks ``llc_run`` makes
+    on this device (``estimate_llcs`` over ``stack_size`` checkpoints at a time), the same
+    estimates. No target: the row says what stacking gains at these settings."""
+    run = load_run(REFERENCE / run_name)
+    models = [run.model(step) for step in run.steps]
+    draw, names = run_draw(run, "train"), restricted_parameters(models[0], "full")
+    stack = stack_size("cpu", len(models), settings)
+
+    def stacked() -> None:
+        for start in range(0, len(models), stack):
+            estimate_llcs(models[start : start + stack], query_loss, draw, settings, names)
+
+    seconds = median_seconds(
+        {"loop": lambda: [estimate_llc(model, query_loss, draw, settings, names) for model in models], "stacked": stacked},
+        repeats, warm_up=False,
+    )
+    return Comparison(
+        f"LLC, stacked: {run_name}, {len(models)} ckpts, {settings.chains}x{settings.batch_size} seqs, by {stack}",
+        "one checkpoint at a time", seconds["loop"], "stacked", seconds["stacked"], "s", 0.0,
     )
 
 

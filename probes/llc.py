@@ -4,16 +4,19 @@ ICL or IWL set (the data-refined LLC). The only module that imports devinterp.
 
 The estimator is Lau et al.'s (2023): run SGLD chains from the checkpoint's weights w* on the
 tempered, localized posterior exp(-n_beta L(w) - gamma/2 |w - w*|^2) and average
-``n_beta * (L(w_t) - L(w*))`` over the draws after burn-in. devinterp supplies the update rule
-(``SGMCMC.sgld``: n-beta, localization, noise) and the weight restrictions (``create_param_masks``,
-which knows a HookedTransformer's ``l0 attn`` / ``l0 mlp``); the loop is ours, because
+``n_beta * (L(w_t) - L(w*))`` over the draws after burn-in. The update is devinterp's
+``SGMCMC.sgld`` (n-beta, localization, noise), written out here so that a stack of checkpoints
+can share its noise (a test pins it to devinterp's optimizer); devinterp supplies the weight
+restrictions (``create_param_masks``, which knows a HookedTransformer's ``l0 attn`` / ``l0 mlp``).
+The loop is ours, because
 
 - it draws every SGLD batch fresh from the run's own sampler (the training distribution has no
   finite dataset: the LLC is that of the population loss), where devinterp's ``llc()`` cycles a
   fixed ``datasets.Dataset`` of token ids through a next-token loss;
 - it runs all chains at once, their weights stacked and the query loss ``vmap``-ed over them
   (``torch.func``, as ``icl_mech.ensemble`` trains runs), which on a small model is several times
-  faster than one chain after the other (benchmarks/: ``llc_sampler``);
+  faster than one chain after the other (benchmarks/: ``llc_sampler``); ``estimate_llcs`` stacks
+  several checkpoints' chains the same way, with the same batches and noise for each;
 - it takes the loss at w* on the very batch of each draw, so ``L(w_t) - L(w*)`` is a paired
   difference and the minibatch's own difficulty cancels out of it.
 
@@ -23,6 +26,7 @@ whose learning coefficient is known); ``checkpoint_llc`` and ``llc_run`` apply i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import warnings
@@ -32,7 +36,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from devinterp.optim import SGMCMC
 from devinterp.slt.weight_restrictions import create_param_masks
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -94,6 +97,9 @@ class SGLDSettings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        for name in ("lr", "n_beta", "localization"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"SGLD setting {name} must be a finite number, got {getattr(self, name)}")
         for name in ("lr", "n_beta", "chains", "draws", "batch_size"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"SGLD setting {name} must be positive, got {getattr(self, name)}")
@@ -129,9 +135,10 @@ class LLCEstimate:
 
     @property
     def std(self) -> float:
-        """The spread over the chains that did not diverge (standard deviation; 0 for one chain)."""
+        """The spread over the chains that did not diverge (standard deviation; 0 for one chain,
+        NaN if all diverged)."""
         finite = _finite(self.per_chain)
-        return finite.std().item() if len(finite) > 1 else 0.0
+        return finite.std().item() if len(finite) > 1 else 0.0 if len(finite) == 1 else math.nan
 
     def row(self) -> dict:
         """The estimate as one row of a table (no traces)."""
@@ -174,42 +181,98 @@ def estimate_llc(
     gradient); the others stay at w*. Every chain draws its own batch each step, on the model's
     device. The model's own weights are not changed.
     """
-    device = next(model.parameters()).device
-    weights = dict(model.named_parameters())
-    names = [n for n, w in weights.items() if w.requires_grad] if parameters is None else list(parameters)
+    return estimate_llcs([model], loss, draw, settings, parameters)[0]
+
+
+def estimate_llcs(
+    models: Sequence[nn.Module],
+    loss: Loss,
+    draw: Draw,
+    settings: SGLDSettings = SGLDSettings(),
+    parameters: Sequence[str] | None = None,
+    bar: tqdm | None = None,
+) -> list[LLCEstimate]:
+    """``estimate_llc`` of each of ``models`` (one architecture: a run's checkpoints), their
+    chains sampled together as one stack, with the estimates ``estimate_llc`` gives each alone.
+
+    With few chains and small batches an SGLD step of these small models is mostly fixed cost,
+    which the checkpoints then share (``stack_size`` says how many pay): every model's chains see
+    the same batches and the same noise (as they would alone, with the same seed), and one
+    ``vmap`` over models and chains takes their losses. ``bar`` advances by one per SGLD step.
+    No model's weights or ``.grad`` are touched.
+    """
+    if not models:
+        return []
+    device = next(models[0].parameters()).device
+    weights = [dict(model.named_parameters()) for model in models]
+    names = [n for n, w in weights[0].items() if w.requires_grad] if parameters is None else list(parameters)
     if not names:
         raise ConfigError("no weights to sample: the restriction selects none of the model's trained weights")
-    chains = settings.chains
-    # Each chain's copy of the sampled weights, stacked on a leading chain axis; devinterp's SGLD
-    # acts elementwise, so one optimizer over the stack is the chains' independent updates.
-    stacked = {
-        f"model.{name}": weights[name].detach().expand(chains, *weights[name].shape).clone().requires_grad_()
-        for name in names
+    # Every model's weights stacked on a leading model axis: w* (all of them) and, for the
+    # sampled ones, each chain's copy on a second axis.
+    centers = {f"model.{n}": torch.stack([w[n].detach() for w in weights]) for n in weights[0]}
+    sampled = {
+        f"model.{n}": centers[f"model.{n}"][:, None].expand(-1, settings.chains, *weights[0][n].shape).clone().requires_grad_()
+        for n in names
     }
-    wrapped = _LossOf(model, loss)
-    chain_losses = vmap(lambda w, *data: functional_call(wrapped, w, data))
-    center_losses = vmap(wrapped)
-    optimizer = SGMCMC.sgld(
-        list(stacked.values()), lr=settings.lr, nbeta=settings.n_beta, localization=settings.localization
-    )
+    fixed = {key: value for key, value in centers.items() if key not in sampled}
+    wrapped = _LossOf(models[0], loss)
+
+    def batch_loss(chain_weights: dict[str, Tensor], model_weights: dict[str, Tensor], data: tuple[Tensor, ...]) -> Tensor:
+        return functional_call(wrapped, {**model_weights, **chain_weights}, data)
+
+    over_chains = vmap(batch_loss, in_dims=(0, None, 0))  # a chain's weights on its own batch
+    chain_losses = vmap(over_chains, in_dims=(0, 0, None))  # every model, the same batches
+    center_losses = vmap(vmap(lambda w, data: functional_call(wrapped, w, data), in_dims=(None, 0)), in_dims=(0, None))
     data_generator = torch.Generator(device).manual_seed(settings.seed)
     noise_generator = torch.Generator(device).manual_seed(settings.seed + 1)
     excess, center = [], []
     with _one_cpu_thread(device):
         for _ in range(settings.burn_in + settings.draws):
-            step = _sgld_step(
-                stacked, chain_losses, center_losses, optimizer, draw, settings, data_generator, noise_generator
-            )
-            excess.append(step[0])
-            center.append(step[1])
-    estimate = LLCEstimate(
-        torch.stack(excess, 1).cpu(), torch.stack(center, 1).cpu(), settings,
-        sum(weights[name].numel() for name in names), (),
-    )
-    found = diagnose(estimate)
-    for message in found:
-        warnings.warn(message, LLCWarning, stacklevel=2)
-    return dataclasses.replace(estimate, warnings=tuple(found))
+            chains, batch = settings.chains, settings.batch_size
+            data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
+            losses = chain_losses(sampled, fixed, data)
+            # Each chain's gradient of its own loss; None for a weight the loss never reads.
+            gradients = torch.autograd.grad(losses.sum(), list(sampled.values()), allow_unused=True)
+            with torch.no_grad():
+                _sgld_update(sampled, gradients, centers, settings, noise_generator)
+                at_center = center_losses(centers, data)
+            excess.append(settings.n_beta * (losses.detach() - at_center))
+            center.append(at_center)
+            if bar is not None:
+                bar.update()
+    excess_all, center_all = torch.stack(excess, -1).cpu(), torch.stack(center, -1).cpu()
+    n_params = sum(weights[0][n].numel() for n in names)
+    estimates = []
+    for index in range(len(models)):
+        estimate = LLCEstimate(excess_all[index], center_all[index], settings, n_params, ())
+        found = diagnose(estimate)
+        for message in found:
+            warnings.warn(message, LLCWarning, stacklevel=3)
+        estimates.append(dataclasses.replace(estimate, warnings=tuple(found)))
+    return estimates
+
+
+def _sgld_update(
+    sampled: dict[str, Float[Tensor, "model chain ..."]],
+    gradients: Sequence[Tensor | None],
+    centers: dict[str, Float[Tensor, "model ..."]],
+    settings: SGLDSettings,
+    noise_generator: torch.Generator,
+) -> None:
+    """devinterp's SGLD step (``SGMCMC.sgld``, tests/test_llc.py pins it to that optimizer), in
+    place: w <- w - lr/2 (n_beta grad + gamma (w - w*)) + sqrt(lr) N(0, 1). The noise is drawn
+    per chain, in devinterp's order of the weights, and shared by every model of the stack, which
+    is what each model would draw alone from the same seed."""
+    for (name, weight), gradient in zip(sampled.items(), gradients):
+        if gradient is None:  # devinterp's optimizer leaves a weight without a gradient alone
+            continue
+        step = gradient.mul(settings.n_beta)
+        if settings.localization:
+            step.add_(settings.localization * (weight - centers[name][:, None]))
+        weight.add_(step, alpha=-0.5 * settings.lr)
+        noise = torch.normal(0.0, 1.0, size=weight.shape[1:], device=weight.device, generator=noise_generator)
+        weight.add_(noise, alpha=settings.lr**0.5)
 
 
 @contextmanager
@@ -226,29 +289,6 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _sgld_step(
-    stacked: dict[str, Tensor],
-    chain_losses: Callable,
-    center_losses: Callable,
-    optimizer: torch.optim.Optimizer,
-    draw: Draw,
-    settings: SGLDSettings,
-    data_generator: torch.Generator,
-    noise_generator: torch.Generator,
-) -> tuple[Float[Tensor, " chain"], Float[Tensor, " chain"]]:
-    """One SGLD step of every chain, each on its own fresh batch: ``n_beta (L(w_t) - L(w*))`` and
-    ``L(w*)`` on that batch, per chain."""
-    chains, batch = settings.chains, settings.batch_size
-    data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
-    losses = chain_losses(stacked, *data)
-    optimizer.zero_grad()
-    losses.sum().backward()  # each chain's weights get the gradient of its own loss
-    optimizer.step(noise_generator=noise_generator)
-    with torch.no_grad():
-        at_center = center_losses(*data)
-    return settings.n_beta * (losses.detach() - at_center), at_center
 
 
 def diagnose(estimate: LLCEstimate) -> list[str]:
@@ -350,21 +390,45 @@ def llc_run(
     with one row per (step, restriction, data), and every estimate with its chains' traces."""
     steps = run.steps if steps is None else list(steps)
     draws = {name: run_draw(run, name, device) for name in data}
-    rows, estimates = [], {}
-    models = tqdm(run.models(steps, device), total=len(steps), desc="llc", disable=not progress)
-    for step, model in models:
+    models = [copy.deepcopy(model) for _, model in run.models(steps, device)]
+    stack = stack_size(device, len(models), settings)
+    stacks = [models[start : start + stack] for start in range(0, len(models), stack)]
+    estimates = {}
+    total = len(stacks) * len(restrictions) * len(data) * (settings.burn_in + settings.draws)
+    with tqdm(total=total, desc="llc, SGLD steps", disable=not progress) as bar:
         for restriction in restrictions:
-            parameters = restricted_parameters(model, restriction)
+            parameters = restricted_parameters(models[0], restriction)
             for name in data:
+                found = []
                 with warnings.catch_warnings(record=True):  # the rows carry them; one warning below
                     warnings.simplefilter("always", LLCWarning)
-                    estimate = estimate_llc(model, query_loss, draws[name], settings, parameters)
-                estimates[step, restriction, name] = estimate
-                rows.append({"step": step, "restriction": restriction, "data": name, **estimate.row()})
+                    for chosen in stacks:
+                        found += estimate_llcs(chosen, query_loss, draws[name], settings, parameters, bar)
+                estimates.update({(step, restriction, name): estimate for step, estimate in zip(steps, found)})
+    rows = [
+        {"step": step, "restriction": restriction, "data": name, **estimates[step, restriction, name].row()}
+        for step in steps for restriction in restrictions for name in data
+    ]
     table = pd.DataFrame(rows)
     if (flagged := int((table.warnings != "").sum())) > 0:
         warnings.warn(f"{flagged} of {len(table)} LLC estimates have warnings (the table's warnings column)", LLCWarning)
     return table, estimates
+
+
+#: The sequences one SGLD step of a CPU stack takes (checkpoints x chains x batch): near what a
+#: 2-core machine's caches hold. On the shipped ICL run's 15 checkpoints (benchmarks/: ``LLC,
+#: stacked``), 2 chains x 64 sequences stacked 15 at a time took a quarter of the time of one
+#: checkpoint after another; the defaults' 4 x 128, stacked 4 at a time, 0.7 of it, and 15 at a
+#: time hardly less than the loop (each step's batched matmuls outgrow the caches).
+CPU_STACK_SEQUENCES = 2048
+
+
+def stack_size(device: str | torch.device, checkpoints: int, settings: SGLDSettings) -> int:
+    """How many checkpoints ``llc_run`` samples as one stack (``estimate_llcs``): all of them on
+    a GPU; on a CPU as many as keep a step within ``CPU_STACK_SEQUENCES``."""
+    if torch.device(device).type == "cuda":
+        return checkpoints
+    return max(1, min(checkpoints, CPU_STACK_SEQUENCES // (settings.chains * settings.batch_size)))
 
 
 def llc_record(run: Run, table: pd.DataFrame, estimates: dict[tuple[int, str, str], LLCEstimate]) -> dict:

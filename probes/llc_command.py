@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from icl_mech import storage
 from icl_mech.arguments import add_reporting, add_run, checkpointed_steps, comma_choices, directory_to_write, step_list, table_text
@@ -27,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{run.path}: local learning coefficient (SGLD {json.dumps(settings.to_dict())})")
         print(table_text(table.drop(columns=["llc_per_chain"]), index=False))
-    if args.out or len(steps) > 1:
-        out = Path(args.out) if args.out else run.path
+    if out := args.out:
         with storage.naming_write_failures(out):
             out.mkdir(parents=True, exist_ok=True)
             storage.atomic_write(out / "llc.json", json.dumps(record).encode())
@@ -36,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
             plot_llc(table, run.metrics, f"{run.path.name}: local learning coefficient", out / "llc.png")
             plot_llc_traces(record["traces"], settings.burn_in, run.path.name, out / "llc-traces.png")
         print(f"wrote llc.json (settings, rows, traces), llc.csv, llc.png and llc-traces.png in {out}", file=sys.stderr)
+    elif len(steps) > 1:
+        print("no files written: --out DIR writes llc.json, llc.csv, llc.png and llc-traces.png", file=sys.stderr)
     return 0
 
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The local learning coefficient of the whole model and restricted to the "
         "attention's or the MLP's weights, on fresh training sequences or the ICL / IWL sets, each "
         "with its spread over SGLD chains, at the last checkpoint, the --steps given or every "
-        "checkpoint. With --out or several steps, writes llc.json (the SGLD settings, rows and chain "
+        "checkpoint. With --out (and only then: nothing is written into the run directory), writes llc.json (the SGLD settings, rows and chain "
         "traces), llc.csv, llc.png (beside ICL and IWL accuracy) and llc-traces.png. Absolute values "
         "depend on the SGLD settings; compare estimates made with the same ones (docs/LLC.md).",
     )
@@ -73,6 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"{help_text} (default {default})"
         )
-    parser.add_argument("--out", type=directory_to_write, help="directory for the files (default: the run directory)")
+    parser.add_argument("--out", type=directory_to_write, help="directory for llc.json, llc.csv, llc.png and llc-traces.png (default: none written)")
     add_reporting(parser, "print JSON (settings and rows) instead of a table")
     parser.set_defaults(handler=run)

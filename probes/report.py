@@ -33,6 +33,14 @@ from probes.over_time import probe_run
 from probes.plots import METRICS_PANELS, Panels, independence_panels, plot_columns, plot_llc, plot_llc_traces, probe_panels
 from probes.viz import head_patterns
 
+#: The LLC section's SGLD settings: what its plot needs (each checkpoint's estimate with a spread
+#: over chains, and traces that show the burn-in), a tenth of the sampling of ``icl-mech llc``'s
+#: defaults (2 chains x 64 sequences x (100 + 50) steps against 4 x 128 x (200 + 200)), and small
+#: enough for every checkpoint to be stacked into one SGLD step (``probes.llc.stack_size``). On the
+#: shipped ICL run its estimates lie within 7% of the defaults' from step 256 on (the MLP's, which
+#: are small, 21-33% below): the curve's shape, not values to set beside the defaults' (docs/LLC.md).
+LLC_SETTINGS = SGLDSettings(chains=2, burn_in=100, draws=50, batch_size=64)
+
 #: The evaluation sequence whose attention the page shows.
 SEQUENCE = ("icl", 0)
 
@@ -136,14 +144,14 @@ def _llc_section(run: Run, settings: SGLDSettings | None, device: str | torch.de
         f"<li>step {row.step}, {row.restriction}: {html.escape(row.warnings)}</li>" for row in flagged.itertuples()
     )
     return f"""<p>SGLD settings (absolute values depend on them; compare estimates made with the same
-ones, docs/LLC.md): <code>{html.escape(json.dumps(settings.to_dict()))}</code></p>
+ones, docs/LLC.md; <code>icl-mech llc --all-steps</code> samples longer chains): <code>{html.escape(json.dumps(settings.to_dict()))}</code></p>
 {_png(lambda buffer: plot_llc(table, run.metrics, title, buffer), title)}
 {_png(lambda buffer: plot_llc_traces(record["traces"], settings.burn_in, run.path.name, buffer), "chain traces")}
 {f"<p>Warnings:</p><ul>{notes}</ul>" if notes else "<p>No chain diverged, every trace flattened, no estimate is negative.</p>"}"""
 
 
 def report_html(
-    run: Run, device: str | torch.device = "cpu", progress: bool = True, llc: SGLDSettings | None = SGLDSettings()
+    run: Run, device: str | torch.device = "cpu", progress: bool = True, llc: SGLDSettings | None = LLC_SETTINGS
 ) -> str:
     """The whole page for ``run`` (every checkpoint); ``llc`` is the LLC section's SGLD settings
     (None leaves the section out: it is the slowest)."""
@@ -180,7 +188,7 @@ to the query logit toward the correct label.</p>
 
 def write_report(
     run: Run, out: str | Path, device: str | torch.device = "cpu", progress: bool = True,
-    llc: SGLDSettings | None = SGLDSettings(),
+    llc: SGLDSettings | None = LLC_SETTINGS,
 ) -> Path:
     """Write ``report_html(run)`` to ``out`` (atomically). Whether ``out``'s directory takes a
     new file is tried before the probes run, so a bad ``out`` fails at once."""

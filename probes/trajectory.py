@@ -2,9 +2,10 @@
 fixed probe set, projected on their joint principal components (Carroll et al. 2025 do this for
 in-context linear regression, where the generalizing and the memorizing solution lie on one axis).
 
-A checkpoint is the vector of its query logits on the probe set (the first run's ICL sequences,
-whose items are new to every run, and its IWL sequences); every checkpoint of every run is a row
-of one matrix, centred and decomposed (SVD). Each row's own ICL and IWL accuracy (on its run's
+A checkpoint is the vector of its query logits on the probe set (every run's ICL sequences, whose
+items are new to every run, and its IWL sequences, the runs taken in the order of their paths, so
+that the result does not depend on the order they are given in); every checkpoint of every run is
+a row of one matrix, centred and decomposed (SVD). Each row's own ICL and IWL accuracy (on its run's
 evaluation sets) says which component follows the turn from memorizing to ICL: the one most
 correlated with the difference ICL - IWL accuracy.
 """
@@ -28,6 +29,9 @@ from icl_mech.trainer import evaluate
 
 #: Principal components kept.
 COMPONENTS = 5
+#: Fewer checkpoints than this (over all runs) have no direction to name: one is a point, two a
+#: line that is its own first component.
+MIN_CHECKPOINTS = 3
 
 
 @dataclass(frozen=True)
@@ -63,16 +67,17 @@ class Trajectories:
         return "\n".join(lines)
 
 
-def probe_set(run: Run, size: int, device: str | torch.device = "cpu") -> Batch:
-    """``size`` sequences of ``run``'s ICL set, then ``size`` of its IWL set."""
-    sets = run.eval_sets(device)
-    icl, iwl = sets["icl"][:size], sets["iwl"][:size]
-    return Batch(*(torch.cat([getattr(icl, name), getattr(iwl, name)]) for name in Batch.__dataclass_fields__))
+def probe_set(runs: Sequence[Run], size: int, device: str | torch.device = "cpu") -> Batch:
+    """``size`` sequences of each run's ICL set, then ``size`` of its IWL set, run after run."""
+    parts = [sets[kind][:size] for sets in (run.eval_sets(device) for run in runs) for kind in ("icl", "iwl")]
+    return Batch(*(torch.cat([getattr(part, name) for part in parts]) for name in Batch.__dataclass_fields__))
 
 
-def _check_same_shape(runs: Sequence[Run]) -> None:
+def _check_runs(runs: Sequence[Run], probe_size: int) -> None:
     if not runs:
         raise ConfigError("trajectory needs at least one run")
+    if probe_size < 1:
+        raise ConfigError(f"probe size must be at least 1 sequence of each kind, got {probe_size}")
     first = runs[0].config.task
     for run in runs:
         task = run.config.task
@@ -83,18 +88,25 @@ def _check_same_shape(runs: Sequence[Run]) -> None:
             )
         if not run.steps:
             raise ConfigError(f"{run.path} has no checkpoints yet")
+    if (checkpoints := sum(len(run.steps) for run in runs)) < MIN_CHECKPOINTS:
+        raise ConfigError(
+            f"trajectory needs at least {MIN_CHECKPOINTS} checkpoints in all to find a direction among them, "
+            f"got {checkpoints}: give more runs or runs with more checkpoints"
+        )
 
 
 @torch.no_grad()
 def trajectory_pca(
     runs: Sequence[Run], probe_size: int = 500, device: str | torch.device = "cpu", progress: bool = True
 ) -> Trajectories:
-    """Every checkpoint of ``runs`` on one probe set (``probe_set`` of the first run), in the
-    logits' joint principal components."""
-    _check_same_shape(runs)
-    probe = probe_set(runs[0], probe_size, device)
+    """Every checkpoint of ``runs`` on one probe set (``probe_set`` of every run), in the
+    logits' joint principal components. The runs are taken in the order of their paths, so the
+    numbers do not depend on the order given; ``points`` lists them in the order given."""
+    _check_runs(runs, probe_size)
+    ordered = sorted(runs, key=lambda run: str(run.path.resolve()))
+    probe = probe_set(ordered, probe_size, device)
     logits, rows = [], []
-    for run in runs:
+    for run in ordered:
         own = run.eval_sets(device)
         for step, model in tqdm(run.models(device=device), total=len(run.steps), desc=run.path.name, disable=not progress):
             logits.append(query_logits(model, probe.tokens).flatten())  # every sequence's every logit
@@ -106,6 +118,8 @@ def trajectory_pca(
         points[f"pc{index + 1}"] = scores[:, index].cpu().numpy()
     difference = torch.tensor(points.icl_minus_iwl.to_numpy())
     correlation = [_correlation(scores[:, index].cpu().double(), difference) for index in range(scores.shape[1])]
+    given = [runs.index(run) for run in ordered for _ in run.steps]
+    points = points.iloc[sorted(range(len(points)), key=given.__getitem__)].reset_index(drop=True)
     return Trajectories(points, explained, correlation)
 
 

@@ -37,12 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "trajectory", help="joint PCA of several runs' query logits over training",
         description="The query logits of every checkpoint of several runs on one fixed probe set "
-        "(fresh ICL sequences and the first run's IWL sequences), projected on their joint "
-        "principal components: the runs' paths in PC1-PC2, the variance of each component, and "
-        "which component follows the ICL - IWL accuracy difference (the axis from memorizing to ICL).",
+        "(every run's ICL and IWL sequences), projected on their joint principal components: the "
+        "runs' paths in PC1-PC2, the variance of each component, and which component follows the "
+        "ICL - IWL accuracy difference (the axis from memorizing to ICL). The numbers do not depend "
+        "on the order of the --run options.",
     )
     add_run(parser, action="append", help="run directory; repeat for each run")
-    parser.add_argument("--probe-size", type=int, default=500, help="sequences of each kind in the probe set (default 500)")
+    parser.add_argument("--probe-size", type=int, default=500, help="sequences of each kind (ICL, IWL) from each run in the probe set (default 500)")
     parser.add_argument("--out", type=directory_to_write, help="directory for trajectory.json, .csv and .png")
     add_reporting(parser, "print JSON instead of text")
     parser.set_defaults(handler=run)

@@ -37,6 +37,9 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     checkpoint = storage.checkpoint_path(copy("corrupt_checkpoint"), 4)
     checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
     shutil.rmtree(copy("no_checkpoints") / storage.CHECKPOINTS)
+    one_checkpoint = copy("one_checkpoint")
+    for step in (0, 1, 2):
+        storage.checkpoint_path(one_checkpoint, step).unlink()
     paths["not_a_run"] = root / "not_a_run"
     paths["not_a_run"].mkdir()
     (paths["not_a_run"] / "notes.txt").write_text("mine")
@@ -147,6 +150,14 @@ BAD_INPUTS = [
     bad("report", "--run", "{run}", "--out", "{root}", error="--out {root} cannot be written: a directory is in its place"),
     bad("report", "--run", "{run}", "--out", "{file}/r.html", error="--out {file}/r.html cannot be written: Not a directory"),
     bad("report", "--run", "{run}", "--out", "{new}.html", "--device", "tpu", error="unknown device 'tpu'"),
+    # llc
+    bad("llc", "--run", "{run}", "--n-beta", "inf", error="SGLD setting n_beta must be a finite number, got inf"),
+    bad("llc", "--run", "{run}", "--lr", "nan", error="SGLD setting lr must be a finite number, got nan"),
+    # trajectory
+    bad("trajectory", "--run", "{run}", "--probe-size", "0", error="probe size must be at least 1 sequence of each kind, got 0"),
+    bad("trajectory", "--run", "{run}", "--probe-size", "-3", error="probe size must be at least 1 sequence of each kind, got -3"),
+    bad("trajectory", "--run", "{one_checkpoint}",
+        error="trajectory needs at least 3 checkpoints in all to find a direction among them, got 1"),
     # predict
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10,x", error=r"--N expects context lengths .* got '10,x'"),
     bad("predict", "--sweep", "{missing}", "--N", "10", error="sweep directory {missing} does not exist"),

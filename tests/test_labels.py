@@ -19,6 +19,7 @@ from probes.circuits import circuit_sites
 from probes.independence import independence_run, verdict
 from probes.over_time import probe_run
 from probes.plots import plot_ablation
+from probes.llc import SGLDSettings
 from probes.report import write_report
 
 TINY = dict(K=64, N=9, D=15, d_mlp=32, eval_size=200, steps=30, eval_every=10, checkpoint_every=10)
@@ -207,7 +208,7 @@ def test_ablation_independence_probes_and_report_run_on_a_four_label_run(four_la
     table = probes.assign(icl_acc_ablated=probes.icl_acc, iwl_acc_ablated=probes.iwl_acc)
     plot_ablation(table, "L = 4", tmp_path / "ablation.png")
     assert (tmp_path / "ablation.png").stat().st_size > 0
-    report = write_report(run, tmp_path / "report.html", progress=False)
+    report = write_report(run, tmp_path / "report.html", progress=False, llc=SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=8))
     # metrics, probes, cross-ablation, and the LLC over training with its chains' traces
     assert report.read_text().count("data:image/png;base64,") == 5
 

@@ -18,7 +18,9 @@ from torch import nn
 from icl_mech.cli import main
 from icl_mech.run import load_run
 from probes.llc_calibration import logistic, products, square
-from probes.llc import LLCEstimate, LLCWarning, SGLDSettings, estimate_llc, llc_run, restricted_parameters
+from probes.llc import (
+    LLCEstimate, LLCWarning, SGLDSettings, estimate_llc, estimate_llcs, llc_run, query_loss, restricted_parameters, run_draw,
+)
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -116,6 +118,82 @@ def test_a_converged_estimate_has_no_warnings_and_settings_round_trip():
     assert estimate.excess.shape == (8, 1000) and math.isfinite(estimate.std)
 
 
+class _FlatValley(nn.Module):
+    """L(w) = h/2 w_0^2: curved along w_0, constant along w_1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(2))
+
+
+def test_localization_alone_decides_the_estimate_in_a_flat_valley():
+    # Along w_1 the loss is constant: only the localization gamma keeps a chain there (without it
+    # the posterior is improper and the chain diffuses). Along w_0, n_beta h = gamma, so the
+    # answer is the localization's too: the SGLD chain is an exact discretized Ornstein-Uhlenbeck
+    # process with rate k = n_beta h + gamma, its stationary variance 1 / (k (1 - lr k / 4)), and
+    # the estimate n_beta h / 2 times that: 0.263 (0.51 without gamma, 0.063 with gamma x 10, and
+    # no stationary state at all with its sign flipped).
+    h, settings = 0.01, SGLDSettings(lr=0.1, n_beta=100.0, localization=1.0, chains=32, draws=2000, burn_in=200, batch_size=1)
+    k = settings.n_beta * h + settings.localization
+    known = settings.n_beta * h / (2 * k * (1 - settings.lr * k / 4))
+
+    def loss(model, x):
+        return 0.5 * h * model.w[0].square() + 0 * x.sum()
+
+    estimate = estimate_llc(_FlatValley(), loss, lambda n, generator: (torch.zeros(n, 1),), settings)
+    assert estimate.mean == pytest.approx(known, rel=0.06)
+
+
+def test_an_estimate_whose_chains_all_diverged_has_no_spread():
+    settings = SGLDSettings(chains=3, draws=2, burn_in=2)
+    estimate = LLCEstimate(torch.full((3, 4), math.nan), torch.zeros(3, 4), settings, 10, ())
+    assert math.isnan(estimate.mean) and math.isnan(estimate.std)
+
+
+def test_sampling_leaves_no_gradient_on_the_model():
+    model = load_run(REFERENCE / "memorize").model()
+    run = load_run(REFERENCE / "memorize")
+    estimate_llc(model, query_loss, run_draw(run, "train"), SGLDSettings(chains=2, draws=2, burn_in=1, batch_size=8),
+                 restricted_parameters(model, "attn"))
+    assert all(weight.grad is None for weight in model.parameters())
+
+
+def test_the_sgld_update_is_devinterps_optimizer():
+    from devinterp.optim import SGMCMC
+
+    model, loss, draw, _ = logistic(4)
+    settings = SGLDSettings(lr=1e-3, n_beta=100.0, localization=2.0, chains=3, draws=5, burn_in=0, batch_size=50)
+    chains = model.weight.detach().expand(settings.chains, 1, 4).clone().requires_grad_()
+    optimizer = SGMCMC.sgld([chains], lr=settings.lr, nbeta=settings.n_beta, localization=settings.localization)
+    data, noise = torch.Generator().manual_seed(settings.seed), torch.Generator().manual_seed(settings.seed + 1)
+    excess = []
+    for _ in range(settings.draws):
+        x, y = (part.reshape(settings.chains, settings.batch_size, *part.shape[1:]) for part in draw(150, data))
+        losses = torch.stack([loss(lambda inputs, w=w: inputs @ w.T, xc, yc) for w, xc, yc in zip(chains, x, y)])
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step(noise_generator=noise)
+        at_center = torch.stack([loss(model, xc, yc) for xc, yc in zip(x, y)]).detach()
+        excess.append(settings.n_beta * (losses.detach() - at_center))
+    ours = estimate_llc(model, loss, draw, settings)
+    torch.testing.assert_close(ours.excess, torch.stack(excess, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoints_sampled_as_one_stack_each_get_their_own_estimate():
+    # The same batches and noise as each alone; rounding differs (one vmap over checkpoints), and
+    # SGLD amplifies it over hundreds of steps, so a few steps compare to float tolerance.
+    run = load_run(REFERENCE / "near")
+    models = [run.model(step) for step in (0, 256, 4000)]
+    settings, draw = SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=16), run_draw(run, "train")
+    for restriction in ("full", "mlp"):
+        names = restricted_parameters(models[0], restriction)
+        stacked = estimate_llcs(models, query_loss, draw, settings, names)
+        for model, estimate in zip(models, stacked):
+            alone = estimate_llc(model, query_loss, draw, settings, names)
+            torch.testing.assert_close(estimate.excess, alone.excess, rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(estimate.center_loss, alone.center_loss)
+
+
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"
 #: A few SGLD steps: the command's plumbing, not its numbers.
 TINY = ["--chains", "2", "--draws", "4", "--burn-in", "2", "--batch-size", "16"]
@@ -144,6 +222,14 @@ def test_llc_command_writes_settings_rows_traces_and_plots(tmp_path, capsys):
     assert saved["settings"] == printed["settings"] and len(saved["traces"]) == 8
     assert all(len(trace["excess"]) == 2 and len(trace["excess"][0]) == 6 for trace in saved["traces"])
     assert all((out / name).stat().st_size > 0 for name in ("llc.csv", "llc.png", "llc-traces.png"))
+
+
+def test_llc_command_writes_nothing_into_the_run_directory_without_out(capsys):
+    run = REFERENCE / "memorize"
+    before = sorted((path, path.stat().st_mtime_ns) for path in run.rglob("*"))
+    assert main(["llc", "--run", str(run), "--steps", "0,1000", "--restrict", "mlp", "--quiet", *TINY]) == 0
+    assert sorted((path, path.stat().st_mtime_ns) for path in run.rglob("*")) == before
+    assert "no files written: --out DIR" in capsys.readouterr().err
 
 
 def test_llc_command_refuses_bad_steps_restrictions_and_settings_in_one_line(capsys):

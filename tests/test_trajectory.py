@@ -42,6 +42,15 @@ def test_icl_and_memorizing_runs_share_one_space_and_one_component_follows_icl_m
     assert sign * (ends["icl"] - ends["memorize"]) > 0
 
 
+def test_the_order_of_the_runs_changes_no_number():
+    runs = [load_run(REFERENCE / name) for name in ("icl", "memorize", "near")]
+    given, swapped = (trajectory_pca(order, probe_size=50, progress=False) for order in (runs, runs[::-1]))
+    assert given.explained == swapped.explained and given.correlation == swapped.correlation
+    assert list(dict.fromkeys(swapped.points.run)) == ["near", "memorize", "icl"]  # listed as given
+    key = ["run", "step"]
+    assert given.points.sort_values(key).reset_index(drop=True).equals(swapped.points.sort_values(key).reset_index(drop=True))
+
+
 def test_trajectory_command_writes_json_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "trajectory"
     args = ["trajectory", "--run", str(REFERENCE / "icl"), "--run", str(REFERENCE / "transient"),
