@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from icl_mech.analysis.levels import Levels
 from icl_mech.config import parse_value
 from icl_mech.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from icl_mech.analysis.sweep_table import Levels
     from icl_mech.run import Run
 
 DEVICE_HELP = "cpu or cuda[:N] (default cpu)"
@@ -165,8 +165,6 @@ def parse_assignments(pairs: list[str]) -> dict:
 
 def add_level_options(parser: argparse.ArgumentParser, fields: dict[str, str]) -> None:
     """A ``--<field>-level`` flag for each of ``fields`` (names of ``Levels`` fields -> help)."""
-    from icl_mech.analysis.sweep_table import Levels
-
     defaults = Levels()
     for name, meaning in fields.items():
         default = getattr(defaults, name)
@@ -175,8 +173,6 @@ def add_level_options(parser: argparse.ArgumentParser, fields: dict[str, str]) -
 
 def levels_from(args: argparse.Namespace, fields: dict[str, str]) -> Levels:
     """The ``Levels`` the flags of ``add_level_options(parser, fields)`` set."""
-    from icl_mech.analysis.sweep_table import Levels
-
     return Levels(**{name: getattr(args, f"{name}_level") for name in fields})
 
 

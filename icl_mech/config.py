@@ -93,6 +93,11 @@ def _can_equalize(n_items: int, n_labels: int) -> bool:
     return n_items % n_labels == 0 or n_items < n_labels
 
 
+#: Reddy (2024)'s two more evaluation sets, made when ``TaskConfig.reddy_eval_sets`` is on: ICL
+#: with the labels of training classes swapped, IWL on classes drawn at random.
+REDDY_EVAL_SETS = ("icl_swap", "iwl_iid")
+
+
 @dataclass(frozen=True)
 class TaskConfig(_ConfigDict):
     """The synthetic in-context classification task (PAPER.md, "paired" format)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icl_mech.analysis import FIGURES, make_figures
+from icl_mech.analysis.figure_names import FIGURE_NAMES
 from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 
 
@@ -17,6 +17,8 @@ def _field_value(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.analysis.figures import make_figures
+
     out = Path(args.out) if args.out else Path(args.sweep[0]) / "figures"
     levels = levels_from(args, LEVEL_HELP)
     for name, summary in make_figures(args.sweep, out, args.only, levels, dict(args.where)).items():
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Analyses whose runs are absent are skipped with a note.",
     )
     parser.add_argument("--sweep", action="append", required=True, type=sweep_directory, help="sweep directory (repeatable: runs are pooled)")
-    parser.add_argument("--only", choices=list(FIGURES), help="one analysis (an error if its runs are absent)")
+    parser.add_argument("--only", choices=list(FIGURE_NAMES), help="one analysis (an error if its runs are absent)")
     parser.add_argument(
         "--where", type=_field_value, action="append", default=[], metavar="FIELD=VALUE",
         help="only the runs with this config value (repeatable), e.g. --where B=2 to read the B = 2 "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_mech.config import TaskConfig
+from icl_mech.config import REDDY_EVAL_SETS, TaskConfig
 
 #: Where the query item comes from: forced into the context ("in_context", redrawn from the
 #: context when the uniform draw misses it), kept out of it ("absent"), or drawn independently.
@@ -333,11 +333,6 @@ def sample_batch(
 def training_pool(task: TaskConfig, seed: int) -> ItemPool | None:
     """The run's K training items (None when K is infinite)."""
     return None if task.K is None else make_pool(task.K, task, stream_generator(seed, "items"))
-
-
-#: Reddy (2024)'s two more evaluation sets, made when ``TaskConfig.reddy_eval_sets`` is on: ICL
-#: with the labels of training classes swapped, IWL on classes drawn at random.
-REDDY_EVAL_SETS = ("icl_swap", "iwl_iid")
 
 
 def eval_set_names(task: TaskConfig) -> tuple[str, ...]:

@@ -6,7 +6,6 @@ import argparse
 
 from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, parse_assignments
 from icl_mech.presets import PRESETS, preset
-from icl_mech.sweep import STATUSES, SlurmOptions, parse_grid, run_sweep
 from icl_mech.threads import available_cores
 
 
@@ -15,6 +14,8 @@ def _slurm_extra(pairs: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.sweep import STATUSES, SlurmOptions, parse_grid, run_sweep  # torch, pandas: only to run
+
     base = preset(args.preset).override(**parse_assignments(args.set))
     slurm = SlurmOptions(
         partition=args.slurm_partition,

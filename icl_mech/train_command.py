@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, parse_assignments
-from icl_mech.config import RunConfig, parse_value
+from icl_mech.config import REDDY_EVAL_SETS, RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.presets import PRESETS, preset
 from icl_mech.threads import requested_threads
@@ -56,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    from icl_mech.sampler import REDDY_EVAL_SETS
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")

@@ -1,6 +1,8 @@
 """Probes of trained runs: pure functions of (model, data) built on TransformerLens hooks.
 
 - ``circuits``: circuit name -> hook sites (``CIRCUITS``), head detection by score.
+- ``circuit_names``: the circuit, ablation-method and head names a command line takes,
+  importing no torch (so the commands' parsers and ``--help`` stay light).
 - ``ablation``: zero / mean / resample ablation through hooks on the query path.
 - ``query_only``: forwards that compute only what the query's logit needs.
 - ``head_scores``: match (induction) and previous-token scores per head.

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from icl_mech.arguments import add_over_time, checkpointed_steps, save_table_and_plot, table_text
 from icl_mech.cli import main
-from probes.ablation import METHODS
-from probes.circuits import CIRCUITS, parse_heads
+from probes.circuit_names import CIRCUIT_NAMES, METHODS, parse_heads
 
 
 def add_circuit_options(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint or over training (--all-steps: also a CSV and a PNG plot).",
     )
     parser.add_argument(
-        "--circuit", required=True, choices=sorted(CIRCUITS),
+        "--circuit", required=True, choices=sorted(CIRCUIT_NAMES),
         help="induction: the attention head(s) that read the query's label from the context; "
         "mlp: every MLP layer's output; memorization-path: what each MLP reads from the token's "
         "own input (blocks.0.hook_resid_pre), its attention input kept; icl-path: what each MLP "

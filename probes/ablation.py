@@ -34,13 +34,14 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from icl_mech.config import REDDY_EVAL_SETS
 from icl_mech.errors import ConfigError
-from icl_mech.sampler import REDDY_EVAL_SETS, Batch
+from icl_mech.sampler import Batch
 from icl_mech.readout import chance, loss_and_accuracy, n_labels
+from probes.circuit_names import METHODS
 from probes.circuits import Site
 from probes.query_only import FwdHook, hooked_query_logits, query_activations
 
-METHODS = ("zero", "mean", "resample")
 #: The two evaluation sets whose accuracy an ablation is judged by.
 EVAL_SETS = ("icl", "iwl")
 

@@ -4,8 +4,9 @@ A circuit is a list of ``Site``s: a hook name, plus a head index when the site i
 head's output (``blocks.L.attn.hook_z`` holds every head separately, so any set of heads in any
 layers can be ablated alone), or plus the senders whose contribution to it is replaced when the
 site is a path (an edge into an MLP: what the MLP reads from them, nothing else). ``CIRCUITS`` maps each circuit name to the function that finds its
-sites in a model; the ``--circuit`` choices of the commands are its keys, so a new circuit (say a
-previous-token head) is one new entry here.
+sites in a model; the names, which are the ``--circuit`` choices of the commands, are
+``probes.circuit_names.CIRCUIT_NAMES`` (a parser imports no torch), so a new circuit is one new
+name there and its finder here.
 
 Detected heads must reach ``DETECTION_THRESHOLD`` on their score. In the interleaved format the
 score marks whether the circuit has formed at all (before the jump, the best "induction" head is
@@ -29,11 +30,9 @@ from transformer_lens.utilities import get_act_name
 
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.sampler import Batch
+from probes.circuit_names import CIRCUIT_NAMES, Head
 from probes.head_scores import HEAD_SCORES
 from probes.interleaved_scores import INTERLEAVED_SCORES, label_tokens
-
-#: An attention head as (layer, head index).
-Head = tuple[int, int]
 
 #: Heads whose score reaches this count as part of a detected circuit.
 DETECTION_THRESHOLD = 0.5
@@ -55,17 +54,6 @@ class Site:
         if self.senders:
             return f"{self.hook_name} <- {' + '.join(self.senders)}"
         return self.hook_name if self.head is None else f"{self.hook_name}[head {self.head}]"
-
-
-def parse_heads(text: str) -> list[Head]:
-    """``"0.0,1.2"`` -> ``[(0, 0), (1, 2)]`` (the ``--heads`` flag)."""
-    heads = []
-    for part in text.split(","):
-        layer, dot, head = part.strip().partition(".")
-        if not (dot and layer.isdigit() and head.isdigit()):
-            raise ConfigError(f"--heads expects LAYER.HEAD[,LAYER.HEAD...] such as 0.0,1.2; got {text!r}")
-        heads.append((int(layer), int(head)))
-    return heads
 
 
 def head_sites(model: HookedTransformer, heads: Sequence[Head]) -> list[Site]:
@@ -212,13 +200,13 @@ CircuitFinder = Callable[[HookedTransformer, Batch, Sequence[Head] | None, bool]
 
 #: Circuit name -> function(model, batch used for detection, heads named by the user, whether to
 #: take the best head when none reaches the threshold) -> sites.
-CIRCUITS: dict[str, CircuitFinder] = {
-    "induction": induction_sites,
-    "mlp": mlp_sites,
-    "previous-token": previous_token_sites,
-    "memorization-path": memorization_path_sites,
-    "icl-path": icl_path_sites,
-}
+CIRCUITS: dict[str, CircuitFinder] = dict(
+    zip(
+        CIRCUIT_NAMES,
+        (induction_sites, mlp_sites, previous_token_sites, memorization_path_sites, icl_path_sites),
+        strict=True,
+    )
+)
 
 
 def circuit_sites(

@@ -7,7 +7,7 @@ import argparse
 
 from icl_mech.arguments import add_device, add_run, checkpointed_steps, file_to_write
 from icl_mech.errors import RunError
-from icl_mech.sampler import REDDY_EVAL_SETS
+from icl_mech.config import REDDY_EVAL_SETS
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,9 @@ def help_imports(command: str) -> list[str]:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize("command", ["train", "probe"])
+@pytest.mark.parametrize(
+    "command", ["train", "probe", "ablate", "independence", "figures", "predict", "sweep", "viz"]
+)
 def test_help_imports_neither_torch_nor_transformer_lens(command):
     assert help_imports(command) == []
 

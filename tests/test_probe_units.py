@@ -13,7 +13,8 @@ from icl_mech.sampler import make_pool, sample_batch
 from probes.ablation import ablated_query_logits, ablation_hooks, resample_order
 from probes.query_only import query_activations
 from probes.attribution import logit_attribution
-from probes.circuits import Site, circuit_sites, detect_heads, parse_heads
+from probes.circuit_names import parse_heads
+from probes.circuits import Site, circuit_sites, detect_heads
 from probes.head_scores import match_chance, match_score, previous_token_score, query_matches
 
 CONFIG = preset("cpu").override(K=64, N=8, n_layers=2, n_heads=5, d_mlp=32)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from icl_mech.analysis.figure_names import FIGURE_NAMES
 from icl_mech.analysis.icl_time import icl_time_figure
 from icl_mech.analysis.memorization import memorization_figure
 from icl_mech.analysis.phase import phase_figure
@@ -18,15 +19,16 @@ from icl_mech.analysis.transition import equalized_figure, transition_figure
 from icl_mech.errors import ConfigError
 
 #: Name -> analysis; each writes ``<name>.png`` and ``<name>.csv`` and returns a one-line summary.
-FIGURES: dict[str, Callable[[pd.DataFrame, Path, Levels], str]] = {
-    "transition": transition_figure,
-    "threshold_scaling": threshold_scaling_figure,
-    "memorization": memorization_figure,
-    "icl_time": icl_time_figure,
-    "transience": transience_figure,
-    "equalized": equalized_figure,
-    "phase": phase_figure,
-}
+FIGURES: dict[str, Callable[[pd.DataFrame, Path, Levels], str]] = dict(
+    zip(
+        FIGURE_NAMES,
+        (
+            transition_figure, threshold_scaling_figure, memorization_figure, icl_time_figure, transience_figure,
+            equalized_figure, phase_figure,
+        ),
+        strict=True,
+    )
+)
 
 
 def make_figures(

@@ -7,34 +7,16 @@ directories, however they were made (``icl-mech sweep``, several sweeps, hand-tr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from icl_mech import storage
-from icl_mech.config import parse_value
+from icl_mech.analysis.levels import Levels
+from icl_mech.config import REDDY_EVAL_SETS, parse_value
 from icl_mech.errors import ConfigError
 from icl_mech.run import Run
-from icl_mech.sampler import REDDY_EVAL_SETS
-
-
-
-@dataclass(frozen=True)
-class Levels:
-    """The accuracy thresholds the analyses read runs with."""
-
-    #: ICL accuracy that counts as "ICL acquired": t_ICL is the first step reaching it (paper: 0.95).
-    icl: float = 0.95
-    #: Final ICL accuracy at or above which a run ended in ICL rather than memorization.
-    outcome: float = 0.75
-    #: IWL accuracy at which the K items count as memorized (memorization time).
-    memorized: float = 0.9
-    #: ICL accuracy below which acquired ICL counts as faded (transience).
-    faded: float = 0.75
-    #: Memorization exponent used for the predicted K*(N) slope when no memorization runs exist.
-    paper_nu: float = 0.7
 
 #: The stopping rule's fields (icl_mech/stopping.py): when a run ends, not what it learns.
 STOP_FIELDS = ("stop_icl_acc", "stop_plateau_steps", "stop_plateau_tol", "stop_plateau_iwl_acc")
