@@ -7,15 +7,17 @@ import argparse
 import json
 import sys
 
-from icl_mech import storage
 from icl_mech.arguments import add_reporting, add_run, checkpointed_steps, comma_choices, directory_to_write, step_list, table_text
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
-from probes.llc import DATA, RESTRICTIONS, SGLDSettings, llc_record, llc_run
-from probes.plots import plot_llc, plot_llc_traces
+from probes.llc_settings import DATA, RESTRICTIONS, SGLDSettings
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech import storage
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.llc import llc_record, llc_run
+    from probes.plots import plot_llc, plot_llc_traces
+
     run = load_run(args.run)
     steps = sorted({step for chosen in (args.steps or [None]) for step in checkpointed_steps(run, chosen, args.all_steps)})
     settings = SGLDSettings(**{name: getattr(args, name) for name in SGLDSettings.__dataclass_fields__})

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from icl_mech.arguments import add_device, add_quiet, add_run
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
-from probes.report import LLC_SETTINGS, write_report
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.report import LLC_SETTINGS, write_report
+
     llc = None if args.no_llc else LLC_SETTINGS
     path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet, llc)
     print(f"wrote {path}")

@@ -7,15 +7,16 @@ import argparse
 import json
 import sys
 
-from icl_mech import storage
 from icl_mech.arguments import add_reporting, add_run, directory_to_write
-from icl_mech.devices import resolve_device
-from icl_mech.run import load_run
-from probes.plots import plot_trajectories
-from probes.trajectory import trajectory_pca
 
 
 def run(args: argparse.Namespace) -> int:
+    from icl_mech import storage
+    from icl_mech.devices import resolve_device
+    from icl_mech.run import load_run
+    from probes.plots import plot_trajectories
+    from probes.trajectory import trajectory_pca
+
     runs = [load_run(path) for path in args.run]
     result = trajectory_pca(runs, args.probe_size, resolve_device(args.device), not args.quiet)
     summary = result.summary()

@@ -13,28 +13,33 @@ from icl_mech.cli import build_parser
 
 HEAVY = ("torch", "transformer_lens")
 
-#: Prints which of HEAVY are imported after ``icl-mech <command> --help`` (argv[1]).
+#: Prints which of HEAVY are imported after ``icl-mech [command] --help`` (the command: argv[1:]).
 HELP_THEN_LIST_IMPORTS = f"""
 import json, sys
 from icl_mech.cli import main
 try:
-    main([sys.argv[1], "--help"])
+    main([*sys.argv[1:], "--help"])
 except SystemExit:
     pass
 print(json.dumps([name for name in {HEAVY!r} if name in sys.modules]))
 """
 
 
-def help_imports(command: str) -> list[str]:
+def help_imports(command: str | None) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", HELP_THEN_LIST_IMPORTS, command], capture_output=True, text=True, check=True
+        [sys.executable, "-c", HELP_THEN_LIST_IMPORTS, *([command] if command else [])],
+        capture_output=True, text=True, check=True,
     )
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    "command", ["train", "probe", "ablate", "independence", "figures", "predict", "sweep", "viz"]
-)
+def command_names() -> list[str]:
+    (commands,) = [action for action in build_parser()._actions if action.dest == "command"]
+    return sorted(commands.choices)
+
+
+#: Every command, and ``icl-mech --help`` itself (None), which builds every command's parser.
+@pytest.mark.parametrize("command", [*command_names(), None])
 def test_help_imports_neither_torch_nor_transformer_lens(command):
     assert help_imports(command) == []
 
@@ -42,5 +47,6 @@ def test_help_imports_neither_torch_nor_transformer_lens(command):
 def test_no_help_text_shows_an_argparse_percent_escape():
     parser = build_parser()
     (commands,) = [action for action in parser._actions if action.dest == "command"]
+    assert "%%" not in parser.format_help()
     for name, subparser in commands.choices.items():
         assert "%%" not in subparser.format_help(), name
