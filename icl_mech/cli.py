@@ -43,9 +43,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(command: str, message: Warning | str, *details: object) -> None:
-    """A warning during a command, as one line like the errors (no source file and line)."""
-    print(f"icl-mech {command}: warning: {message}", file=sys.stderr)
+def _one_line_warning(command: str, shown: set[str], message: Warning | str, *details: object) -> None:
+    """A warning during a command, as one line like the errors (no source file and line), and once
+    (a run's log read in two places is cut short once)."""
+    line = f"icl-mech {command}: warning: {message}"
+    if line not in shown:
+        shown.add(line)
+        print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = partial(_one_line_warning, args.command)
+            warnings.showwarning = partial(_one_line_warning, args.command, set())
             return args.handler(args) or 0
     except IclMechError as error:
         print(f"icl-mech {args.command}: error: {error}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """A trained run as a time series: its config, metrics and the model at every checkpointed step.
 
-``load_run(path)`` reads only config.json; metrics and checkpoints are read when asked for, so a
+``load_run(path)`` reads only config.json (and the metrics log's last byte, to warn of a line cut
+short by a killed writer); metrics and checkpoints are read when asked for, so a
 run with hundreds of checkpoints opens instantly and ``Run.models()`` walks them one at a time.
 """
 
@@ -35,6 +36,7 @@ class Run:
             raise RunError(f"{self.path} is not a run directory: it has no {storage.CONFIG}")
         #: The task, model and training configs the run was trained with.
         self.config = RunConfig.from_dict(storage.read_json(self.path / storage.CONFIG))
+        storage.warn_if_cut(self.path / storage.METRICS)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, steps={len(self.steps)}, last={self.steps[-1] if self.steps else None})"

@@ -144,6 +144,16 @@ class CutLineWarning(UserWarning):
     """A JSON-lines file ends in a line cut short, which reading skips."""
 
 
+def warn_if_cut(path: Path) -> None:
+    """``read_json_lines``'s ``CutLineWarning`` when the file at ``path`` ends in a line cut short,
+    reading only its last byte otherwise: opening a run says so even where nothing reads its log."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as file:
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b"\n":
+                read_json_lines(path)
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     """Every line's JSON object.
 
@@ -170,8 +180,7 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
                 warnings.warn(
                     f"{path} line {number} of {number} is cut short (a writer killed mid-line); "
                     f"skipped, reading the {number - 1} whole line(s) before it",
-                    CutLineWarning,
-                    stacklevel=2,
+                    CutLineWarning,  # attributed here: a log read twice is warned about once
                 )
                 break
             raise RunError(f"{path} line {number} of {len(lines)} is not valid JSON ({error})") from None

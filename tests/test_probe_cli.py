@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,20 @@ def test_independence_run_of_an_unformed_interleaved_run_takes_the_best_head_wit
     with pytest.warns(BelowThresholdWarning, match=r"no head in layer\(s\) 1 reaches induction score 0.5"):
         table = independence_run(run, progress=False)
     assert table.step.tolist() == run.steps
+
+
+def test_probe_and_report_of_a_run_whose_log_was_cut_mid_line_say_so_once(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "checkpoints" / "reference" / "memorize", run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().count("\n")
+    with (run_dir / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 1001, "train_lo')  # as a writer killed mid-line leaves it
+    cut = f"{run_dir / 'metrics.jsonl'} line {lines + 1} of {lines + 1} is cut short"
+    # probe reads only checkpoints, report the log too (twice): each says it once, and goes on
+    for argv in (["probe", "--run", str(run_dir), "--quiet"], ["report", "--run", str(run_dir), "--out",
+                 str(tmp_path / "report.html"), "--no-llc", "--quiet"]):
+        assert main(argv) == 0
+        assert capsys.readouterr().err.count(cut) == 1, argv
 
 
 def test_bare_ablate_command_reports_a_missing_run():
