@@ -58,6 +58,9 @@ FINAL_METRICS = ("icl_acc", "iwl_acc", "train_acc")
 #: Times a unit's worker process may die under it (killed: ``kill -9``, out of memory) in one sweep
 #: command; it is trained again from its checkpoints each time, and recorded failed after the last.
 WORKER_DEATHS = 2
+#: Seconds a local sweep waits for a unit to end before it looks again for a SIGTERM to pass on to
+#: its workers: a run keeps training until then, so a long wait let a short run finish after the stop.
+STOP_POLL_S = 0.1
 
 Grid = dict[str, list[Any]]
 
@@ -332,9 +335,9 @@ def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: i
     """At most ``workers`` units at a time in spawned processes, each on ``training.threads``
     (one worker: in this process, which has nothing else to do meanwhile).
 
-    Returns whether SIGTERM stopped it: to this process (sent on to every worker, again every
-    second until each unit has ended, since a worker still opening its runs records it and only
-    training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
+    Returns whether SIGTERM stopped it: to this process (sent on to every worker within
+    ``STOP_POLL_S``, and again at every look until each unit has ended, since a worker still
+    opening its runs records it and only training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
     after one; every worker has ended when this returns.
 
     Each worker is a pool of its own, so a worker that dies (SIGKILL, out of memory) breaks only
@@ -365,7 +368,7 @@ def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: i
                         future = worker.submit(train_unit, *training.args(unit))
                 in_flight[future] = unit, worker
                 progress.started(unit)
-            done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+            done, _ = wait(in_flight, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
                 unit, worker = in_flight.pop(future)
                 try:
