@@ -4,7 +4,7 @@ The names below load on first use (PEP 562), so ``icl-mech train --help`` and co
 not pay for importing TransformerLens (about 10 s of CPU).
 """
 
-from importlib import import_module
+from icl_mech.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "CheckpointError": "icl_mech.errors",
@@ -28,12 +28,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'icl_mech' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

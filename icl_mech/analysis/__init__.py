@@ -8,21 +8,17 @@ reads the light modules ``levels`` and ``figure_names``, and importing them must
 pandas, SciPy and matplotlib with the analyses.
 """
 
-from importlib import import_module
+from icl_mech.lazy_exports import lazy_exports
 
-#: Each public name -> the module of this package that defines it.
+#: Each public name -> the module that defines it.
 _HOMES = {
-    "FIGURES": "figures",
-    "fit_power_law": "fits",
-    "fit_threshold": "fits",
-    "load_sweeps": "sweep_table",
-    "make_figures": "figures",
+    "FIGURES": "icl_mech.analysis.figures",
+    "fit_power_law": "icl_mech.analysis.fits",
+    "fit_threshold": "icl_mech.analysis.fits",
+    "load_sweeps": "icl_mech.analysis.sweep_table",
+    "make_figures": "icl_mech.analysis.figures",
 }
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
