@@ -10,7 +10,9 @@
 - ``independence`` and ``kinetics``: are the ICL and IWL sub-circuits independent?
 - ``over_time``: any probe mapped over a run's checkpoints.
 - ``llc`` (the only module importing devinterp) and ``llc_calibration``: the local learning
-  coefficient, whole or restricted to attention / MLP weights, and models with known answers.
+  coefficient, whole or restricted to attention / MLP weights, and models with known answers;
+  ``llc_settings``: what an estimate is asked for (SGLD settings, restrictions, data), importing
+  no torch.
 - ``trajectory``: several runs' checkpoints in the joint PCA of their query logits.
 - ``viz`` and ``plots``: circuitsvis pages (offline) and PNG plots.
 - ``<command>_command``: the ``icl-mech ablate | probe | independence | viz | report | llc |
