@@ -337,8 +337,8 @@ def _run_local(units: list[list[SweepPoint]], training: UnitTraining, workers: i
 
     Returns whether SIGTERM stopped it: to this process (sent on to every worker within
     ``STOP_POLL_S``, and again at every look until each unit has ended, since a worker still
-    opening its runs records it and only training stops at it) or to a worker alone (the sweep stops with it). No new unit starts
-    after one; every worker has ended when this returns.
+    opening its runs records it and only training stops at it) or to a worker alone (the sweep
+    stops with it). No new unit starts after one; every worker has ended when this returns.
 
     Each worker is a pool of its own, so a worker that dies (SIGKILL, out of memory) breaks only
     its pool: its unit is trained again from its checkpoints in a new one, up to
