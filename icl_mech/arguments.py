@@ -66,13 +66,13 @@ def add_log(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_threads(parser: argparse.ArgumentParser, default: str) -> None:
-    """``--threads T``: torch CPU threads per training process (read by ``icl_mech.threads``)."""
+def add_threads(parser: argparse.ArgumentParser, default: str, process: str = "training process") -> None:
+    """``--threads T``: torch CPU threads per ``process`` (read by ``icl_mech.threads``)."""
     parser.add_argument(
         "--threads",
         type=int,
         metavar="T",
-        help=f"torch CPU threads per training process (default: OMP_NUM_THREADS when set, else {default})",
+        help=f"torch CPU threads per {process} (default: OMP_NUM_THREADS when set, else {default})",
     )
 
 

@@ -1,5 +1,5 @@
-"""How many torch CPU threads a training process uses: ``--threads``, else ``OMP_NUM_THREADS``,
-else its share of this process's cores.
+"""How many torch CPU threads a process (a training run, a sweep's worker, an LLC estimate)
+uses: ``--threads``, else ``OMP_NUM_THREADS``, else its share of this process's cores.
 
 ``OMP_NUM_THREADS`` keeps the meaning OpenMP gives it, the threads of ONE process: a sweep's
 workers each train on that many, as would any OpenMP program started once per worker. That is
@@ -36,3 +36,12 @@ def requested_threads(threads: int | None = None) -> int | None:
         raise ConfigError(f"{ENVIRONMENT}={text!r} is not a positive integer; set it to e.g. 1, or unset it")
     return int(first)
 
+
+
+def use_requested_threads(threads: int | None = None) -> None:
+    """Set torch's CPU threads for this process to what the user asked for (``requested_threads``);
+    leave torch's own default (every core) when they asked for nothing."""
+    if (chosen := requested_threads(threads)) is not None:
+        import torch
+
+        torch.set_num_threads(chosen)

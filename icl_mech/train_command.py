@@ -13,7 +13,7 @@ from icl_mech.arguments import add_device, add_log, add_quiet, add_threads, pars
 from icl_mech.config import REDDY_EVAL_SETS, RunConfig, parse_value
 from icl_mech.errors import ConfigError, RunError
 from icl_mech.presets import PRESETS, preset
-from icl_mech.threads import requested_threads
+from icl_mech.threads import use_requested_threads
 
 
 def default_run_dir(config: RunConfig, preset_name: str) -> Path:
@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = run_config_from_args(args)
     resolve_device(args.device)
-    if (threads := requested_threads(args.threads)) is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    use_requested_threads(args.threads)
     from icl_mech.trainer import train  # imports TransformerLens: only once the inputs are valid
 
     out = Path(args.out) if args.out else default_run_dir(config, args.preset or "cpu")

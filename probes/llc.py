@@ -30,8 +30,7 @@ import copy
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -132,7 +131,7 @@ def estimate_llc(
     gradient); the others stay at w*. Every chain draws its own batch each step, on the model's
     device. The model's own weights are not changed.
     """
-    return estimate_llcs([model], loss, draw, settings, parameters)[0]
+    return estimate_llcs([model], loss, draw, settings, [parameters])[0][0]
 
 
 def estimate_llcs(
@@ -140,68 +139,101 @@ def estimate_llcs(
     loss: Loss,
     draw: Draw,
     settings: SGLDSettings = SGLDSettings(),
-    parameters: Sequence[str] | None = None,
+    restrictions: Sequence[Sequence[str] | None] = (None,),
     bar: tqdm | None = None,
-) -> list[LLCEstimate]:
-    """``estimate_llc`` of each of ``models`` (one architecture: a run's checkpoints), their
-    chains sampled together as one stack, with the estimates ``estimate_llc`` gives each alone.
+) -> list[list[LLCEstimate]]:
+    """``estimate_llc`` of each of ``models`` (one architecture: a run's checkpoints) for each
+    of ``restrictions`` (lists of the weights the chains move, None for every trained one): the
+    estimates ``estimate_llc`` gives each alone, indexed ``[restriction][model]``.
 
     With few chains and small batches an SGLD step of these small models is mostly fixed cost,
     which the checkpoints then share (``stack_size`` says how many pay): every model's chains see
     the same batches and the same noise (as they would alone, with the same seed), and one
-    ``vmap`` over models and chains takes their losses. ``bar`` advances by one per SGLD step.
-    No model's weights or ``.grad`` are touched.
+    ``vmap`` over models and chains takes their losses. The restrictions are sampled in step with
+    each other, each with its own noise, so that they share what they would each compute alike:
+    the step's batches and the loss at w* on them (a third of a step's cost). ``bar`` advances by
+    one per SGLD step and restriction. No model's weights or ``.grad`` are touched.
     """
     if not models:
-        return []
+        return [[] for _ in restrictions]
     device = next(models[0].parameters()).device
     weights = [dict(model.named_parameters()) for model in models]
-    names = [n for n, w in weights[0].items() if w.requires_grad] if parameters is None else list(parameters)
-    if not names:
+    trained = [n for n, w in weights[0].items() if w.requires_grad]
+    names = [trained if chosen is None else list(chosen) for chosen in restrictions]
+    if not all(names):
         raise ConfigError("no weights to sample: the restriction selects none of the model's trained weights")
-    # Every model's weights stacked on a leading model axis: w* (all of them) and, for the
-    # sampled ones, each chain's copy on a second axis.
+    # Every model's weights stacked on a leading model axis: w* (all of them) and, per
+    # restriction, each chain's copy of its sampled weights on a second axis.
     centers = {f"model.{n}": torch.stack([w[n].detach() for w in weights]) for n in weights[0]}
-    sampled = {
-        f"model.{n}": centers[f"model.{n}"][:, None].expand(-1, settings.chains, *weights[0][n].shape).clone().requires_grad_()
-        for n in names
-    }
-    fixed = {key: value for key, value in centers.items() if key not in sampled}
+    chains = [_RestrictedChains(centers, chosen, settings, device) for chosen in names]
     wrapped = _LossOf(models[0], loss)
 
     def batch_loss(chain_weights: dict[str, Tensor], model_weights: dict[str, Tensor], data: tuple[Tensor, ...]) -> Tensor:
         return functional_call(wrapped, {**model_weights, **chain_weights}, data)
 
+    # The batches are the same for every model, but stored once per model (``_per_model``): a
+    # matrix product of per-model weights with one shared operand would copy it, broadcast, on
+    # every call (twice a forward).
     over_chains = vmap(batch_loss, in_dims=(0, None, 0))  # a chain's weights on its own batch
-    chain_losses = vmap(over_chains, in_dims=(0, 0, None))  # every model, the same batches
-    center_losses = vmap(vmap(lambda w, data: functional_call(wrapped, w, data), in_dims=(None, 0)), in_dims=(0, None))
+    chain_losses = vmap(over_chains, in_dims=(0, 0, 0))  # every model
+    center_losses = vmap(vmap(lambda w, data: functional_call(wrapped, w, data), in_dims=(None, 0)), in_dims=(0, 0))
     data_generator = torch.Generator(device).manual_seed(settings.seed)
-    noise_generator = torch.Generator(device).manual_seed(settings.seed + 1)
-    excess, center = [], []
-    with _one_cpu_thread(device):
-        for _ in range(settings.burn_in + settings.draws):
-            chains, batch = settings.chains, settings.batch_size
-            data = tuple(part.reshape(chains, batch, *part.shape[1:]) for part in draw(chains * batch, data_generator))
-            losses = chain_losses(sampled, fixed, data)
+    center = []
+    for _ in range(settings.burn_in + settings.draws):
+        data = _per_model(draw(settings.chains * settings.batch_size, data_generator), len(models), settings.chains)
+        with torch.no_grad():
+            at_center = center_losses(centers, data)
+        center.append(at_center)
+        for restricted in chains:
+            losses = chain_losses(restricted.sampled, restricted.fixed, data)
             # Each chain's gradient of its own loss; None for a weight the loss never reads.
-            gradients = torch.autograd.grad(losses.sum(), list(sampled.values()), allow_unused=True)
+            gradients = torch.autograd.grad(losses.sum(), list(restricted.sampled.values()), allow_unused=True)
             with torch.no_grad():
-                _sgld_update(sampled, gradients, centers, settings, noise_generator)
-                at_center = center_losses(centers, data)
-            excess.append(settings.n_beta * (losses.detach() - at_center))
-            center.append(at_center)
-            if bar is not None:
-                bar.update()
-    excess_all, center_all = torch.stack(excess, -1).cpu(), torch.stack(center, -1).cpu()
-    n_params = sum(weights[0][n].numel() for n in names)
-    estimates = []
-    for index in range(len(models)):
-        estimate = LLCEstimate(excess_all[index], center_all[index], settings, n_params, ())
-        found = diagnose(estimate)
-        for message in found:
-            warnings.warn(message, LLCWarning, stacklevel=3)
-        estimates.append(dataclasses.replace(estimate, warnings=tuple(found)))
-    return estimates
+                _sgld_update(restricted.sampled, gradients, centers, settings, restricted.noise)
+            restricted.excess.append(settings.n_beta * (losses.detach() - at_center))
+        if bar is not None:
+            bar.update(len(chains))
+    center_all = torch.stack(center, -1).cpu()
+    found = [restricted.estimates(center_all) for restricted in chains]
+    for estimate in (estimate for per_model in found for estimate in per_model):
+        for message in estimate.warnings:
+            warnings.warn(message, LLCWarning, stacklevel=2)
+    return found
+
+
+def _per_model(
+    data: tuple[Tensor, ...], n_models: int, n_chains: int
+) -> tuple[Float[Tensor, "model chain batch ..."], ...]:
+    """One step's samples split into the chains' batches, a copy for each model of the stack."""
+    return tuple(
+        part.reshape(n_chains, -1, *part.shape[1:]).expand(n_models, n_chains, -1, *part.shape[1:]).contiguous()
+        for part in data
+    )
+
+
+class _RestrictedChains:
+    """The chains of one weight restriction in ``estimate_llcs``: their copies of the sampled
+    weights (model, chain, ...), the weights they leave at w*, their own noise (seeded as an
+    estimate alone seeds it) and the excess loss of every step so far."""
+
+    def __init__(self, centers: dict[str, Tensor], names: list[str], settings: SGLDSettings, device: torch.device):
+        self.settings, self.n_params = settings, sum(centers[f"model.{n}"][0].numel() for n in names)
+        self.sampled = {
+            key: centers[key][:, None].expand(-1, settings.chains, *centers[key].shape[1:]).clone().requires_grad_()
+            for key in (f"model.{n}" for n in names)
+        }
+        self.fixed = {key: value for key, value in centers.items() if key not in self.sampled}
+        self.noise = torch.Generator(device).manual_seed(settings.seed + 1)
+        self.excess: list[Float[Tensor, "model chain"]] = []
+
+    def estimates(self, center: Float[Tensor, "model chain step"]) -> list[LLCEstimate]:
+        """Each model's estimate, with its diagnoses."""
+        excess = torch.stack(self.excess, -1).cpu()
+        found = []
+        for index in range(len(excess)):
+            estimate = LLCEstimate(excess[index], center[index], self.settings, self.n_params, ())
+            found.append(dataclasses.replace(estimate, warnings=tuple(diagnose(estimate))))
+        return found
 
 
 def _sgld_update(
@@ -224,22 +256,6 @@ def _sgld_update(
         weight.add_(step, alpha=-0.5 * settings.lr)
         noise = torch.normal(0.0, 1.0, size=weight.shape[1:], device=weight.device, generator=noise_generator)
         weight.add_(noise, alpha=settings.lr**0.5)
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Sample on one CPU thread: an SGLD step of these small models is many small operations, and
-    a second torch thread made them far slower on this project's 2-core machine (one estimate of
-    reference/near: 4.0 s of CPU on one thread, 358 s on two, the machine shared with other jobs)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def diagnose(estimate: LLCEstimate) -> list[str]:
@@ -344,18 +360,19 @@ def llc_run(
     models = [copy.deepcopy(model) for _, model in run.models(steps, device)]
     stack = stack_size(device, len(models), settings)
     stacks = [models[start : start + stack] for start in range(0, len(models), stack)]
+    parameters = [restricted_parameters(models[0], restriction) for restriction in restrictions]
     estimates = {}
     total = len(stacks) * len(restrictions) * len(data) * (settings.burn_in + settings.draws)
     with tqdm(total=total, desc="llc, SGLD steps", disable=not progress) as bar:
-        for restriction in restrictions:
-            parameters = restricted_parameters(models[0], restriction)
-            for name in data:
-                found = []
-                with warnings.catch_warnings(record=True):  # the rows carry them; one warning below
-                    warnings.simplefilter("always", LLCWarning)
-                    for chosen in stacks:
-                        found += estimate_llcs(chosen, query_loss, draws[name], settings, parameters, bar)
-                estimates.update({(step, restriction, name): estimate for step, estimate in zip(steps, found)})
+        for name in data:
+            found: list[list[LLCEstimate]] = [[] for _ in restrictions]
+            with warnings.catch_warnings(record=True):  # the rows carry them; one warning below
+                warnings.simplefilter("always", LLCWarning)
+                for chosen in stacks:
+                    for per_model, stacked in zip(found, estimate_llcs(chosen, query_loss, draws[name], settings, parameters, bar)):
+                        per_model += stacked
+            for restriction, per_model in zip(restrictions, found):
+                estimates.update({(step, restriction, name): estimate for step, estimate in zip(steps, per_model)})
     rows = [
         {"step": step, "restriction": restriction, "data": name, **estimates[step, restriction, name].row()}
         for step in steps for restriction in restrictions for name in data
@@ -366,12 +383,12 @@ def llc_run(
     return table, estimates
 
 
-#: The sequences one SGLD step of a CPU stack takes (checkpoints x chains x batch): near what a
-#: 2-core machine's caches hold. On the shipped ICL run's 15 checkpoints (benchmarks/: ``LLC,
-#: stacked``), 2 chains x 64 sequences stacked 15 at a time took a quarter of the time of one
-#: checkpoint after another; the defaults' 4 x 128, stacked 4 at a time, 0.7 of it, and 15 at a
-#: time hardly less than the loop (each step's batched matmuls outgrow the caches).
-CPU_STACK_SEQUENCES = 2048
+#: The sequences one SGLD step of a CPU stack takes (checkpoints x chains x batch). Stacking
+#: shares a step's fixed costs; past a few thousand sequences its matrix products outgrow the
+#: caches and gain nothing more. On reference/near's 18 checkpoints at the defaults (4 x 128, all
+#: three restrictions), stacks of 9 took 0.85 of the time of stacks of 4, and stacks of 18 no
+#: less than of 9 (benchmarks/: ``LLC, stacked``).
+CPU_STACK_SEQUENCES = 4608
 
 
 def stack_size(device: str | torch.device, checkpoints: int, settings: SGLDSettings) -> int:
@@ -406,8 +423,7 @@ def devinterp_sampler_llc(
 ) -> float:
     """The same estimate through devinterp's high-level ``llc()`` (for the comparison in
     benchmarks/): its chains one after the other, each cycling the fixed ``tokens`` (drawn once)
-    through a ``datasets.Dataset`` of indices, their results written to a temporary zarr store;
-    on one CPU thread, as ``estimate_llc`` samples.
+    through a ``datasets.Dataset`` of indices, their results written to a temporary zarr store.
     It averages the burn-in too (devinterp's definition), so give it ``burn_in=0`` to compare."""
     import io
     import tempfile
@@ -426,7 +442,7 @@ def devinterp_sampler_llc(
     names = restricted_parameters(model, "full") if parameters is None else parameters
     device = next(model.parameters()).device
     quiet = redirect_stderr(io.StringIO())  # its progress bars: one per chain
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), quiet, _one_cpu_thread(device):
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), quiet:
         warnings.simplefilter("ignore")
         result = llc(
             model, dataset, {}, lr=settings.lr, n_beta=settings.n_beta, loss_fn=indexed_loss,

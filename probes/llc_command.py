@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from icl_mech.arguments import add_reporting, add_run, checkpointed_steps, comma_choices, directory_to_write, step_list, table_text
+from icl_mech.arguments import add_reporting, add_run, add_threads, checkpointed_steps, comma_choices, directory_to_write, step_list, table_text
 from probes.llc_settings import DATA, RESTRICTIONS, SGLDSettings
 
 
@@ -16,8 +16,10 @@ def run(args: argparse.Namespace) -> int:
     from icl_mech.devices import resolve_device
     from icl_mech.run import load_run
     from probes.llc import llc_record, llc_run
+    from icl_mech.threads import use_requested_threads
     from probes.plots import plot_llc, plot_llc_traces
 
+    use_requested_threads(args.threads)
     run = load_run(args.run)
     steps = sorted({step for chosen in (args.steps or [None]) for step in checkpointed_steps(run, chosen, args.all_steps)})
     settings = SGLDSettings(**{name: getattr(args, name) for name in SGLDSettings.__dataclass_fields__})
@@ -77,4 +79,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
     parser.add_argument("--out", type=directory_to_write, help="directory for llc.json, llc.csv, llc.png and llc-traces.png (default: none written)")
     add_reporting(parser, "print JSON (settings and rows) instead of a table")
+    add_threads(parser, "every core; on a machine shared with other jobs, 1 is far faster", "process")
     parser.set_defaults(handler=run)

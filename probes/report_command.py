@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from icl_mech.arguments import add_device, add_quiet, add_run
+from icl_mech.arguments import add_device, add_quiet, add_run, add_threads
 
 
 def run(args: argparse.Namespace) -> int:
     from icl_mech.devices import resolve_device
     from icl_mech.run import load_run
+    from icl_mech.threads import use_requested_threads
     from probes.report import LLC_SETTINGS, write_report
 
+    use_requested_threads(args.threads)
     llc = None if args.no_llc else LLC_SETTINGS
     path = write_report(load_run(args.run), args.out, resolve_device(args.device), not args.quiet, llc)
     print(f"wrote {path}")
@@ -33,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device(parser)
     parser.add_argument("--out", required=True, help="HTML file to write (its directory must exist)")
     add_quiet(parser)
+    add_threads(parser, "every core; on a machine shared with other jobs, 1 is far faster", "process")
     parser.add_argument(
         "--no-llc", action="store_true",
         help="leave out the local learning coefficient section (its slowest part; `icl-mech llc` computes it alone)",

@@ -150,9 +150,11 @@ BAD_INPUTS = [
     bad("report", "--run", "{run}", "--out", "{root}", error="--out {root} cannot be written: a directory is in its place"),
     bad("report", "--run", "{run}", "--out", "{file}/r.html", error="--out {file}/r.html cannot be written: Not a directory"),
     bad("report", "--run", "{run}", "--out", "{new}.html", "--device", "tpu", error="unknown device 'tpu'"),
+    bad("report", "--run", "{run}", "--out", "{new}.html", "--threads", "0", error="--threads must be >= 1, got 0"),
     # llc
     bad("llc", "--run", "{run}", "--n-beta", "inf", error="SGLD setting n_beta must be a finite number, got inf"),
     bad("llc", "--run", "{run}", "--lr", "nan", error="SGLD setting lr must be a finite number, got nan"),
+    bad("llc", "--run", "{run}", "--threads", "0", error="--threads must be >= 1, got 0"),
     # trajectory
     bad("trajectory", "--run", "{run}", "--probe-size", "0", error="probe size must be at least 1 sequence of each kind, got 0"),
     bad("trajectory", "--run", "{run}", "--probe-size", "-3", error="probe size must be at least 1 sequence of each kind, got -3"),

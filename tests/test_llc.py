@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from icl_mech.cli import main
+from icl_mech.errors import RunError
 from icl_mech.run import load_run
 from probes.llc_calibration import logistic, products, square
 from probes.llc import (
@@ -179,16 +180,16 @@ def test_the_sgld_update_is_devinterps_optimizer():
     torch.testing.assert_close(ours.excess, torch.stack(excess, 1), rtol=1e-4, atol=1e-4)
 
 
-def test_checkpoints_sampled_as_one_stack_each_get_their_own_estimate():
+def test_checkpoints_and_restrictions_sampled_as_one_stack_each_get_their_own_estimate():
     # The same batches and noise as each alone; rounding differs (one vmap over checkpoints), and
     # SGLD amplifies it over hundreds of steps, so a few steps compare to float tolerance.
     run = load_run(REFERENCE / "near")
     models = [run.model(step) for step in (0, 256, 4000)]
     settings, draw = SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=16), run_draw(run, "train")
-    for restriction in ("full", "mlp"):
-        names = restricted_parameters(models[0], restriction)
-        stacked = estimate_llcs(models, query_loss, draw, settings, names)
-        for model, estimate in zip(models, stacked):
+    restrictions = [restricted_parameters(models[0], restriction) for restriction in ("full", "mlp")]
+    stacked = estimate_llcs(models, query_loss, draw, settings, restrictions)
+    for names, per_model in zip(restrictions, stacked, strict=True):
+        for model, estimate in zip(models, per_model, strict=True):
             alone = estimate_llc(model, query_loss, draw, settings, names)
             torch.testing.assert_close(estimate.excess, alone.excess, rtol=1e-4, atol=1e-3)
             torch.testing.assert_close(estimate.center_loss, alone.center_loss)
@@ -230,6 +231,27 @@ def test_llc_command_writes_nothing_into_the_run_directory_without_out(capsys):
     assert main(["llc", "--run", str(run), "--steps", "0,1000", "--restrict", "mlp", "--quiet", *TINY]) == 0
     assert sorted((path, path.stat().st_mtime_ns) for path in run.rglob("*")) == before
     assert "no files written: --out DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "work"), [("llc", "probes.llc.llc_run"), ("report", "probes.report.write_report")])
+@pytest.mark.parametrize(("flags", "omp", "expected"), [([], None, 1), ([], "2", 2), (["--threads", "3"], "2", 3)])
+def test_llc_and_report_sample_on_threads_else_omp_num_threads_else_torchs_default(
+    tmp_path, monkeypatch, command, work, flags, omp, expected
+):
+    """torch's default here is the autouse fixture's 1 thread (it stands for every core)."""
+    seen = []
+
+    def stub(*args, **kwargs):  # the thread count the work would run on, then stop before it
+        seen.append(torch.get_num_threads())
+        raise RunError("stub")
+
+    monkeypatch.setattr(work, stub)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    run = str(REFERENCE / "memorize")
+    assert main([command, "--run", run, "--out", str(tmp_path / "out.html"), "--quiet", *flags]) == 2
+    assert seen == [expected]
 
 
 def test_llc_command_refuses_bad_steps_restrictions_and_settings_in_one_line(capsys):
