@@ -20,9 +20,10 @@ _HOMES = {
     "acquisition_probability": "icl_mech.theory.predictions",
     "predicted_threshold": "icl_mech.theory.predictions",
     "log_time_slope": "icl_mech.theory.predictions",
-    "residual": "icl_mech.theory.residual",
+    "mlp_residual": "icl_mech.theory.residual",
     "memorization_integral": "icl_mech.theory.residual",
     "match_sharpness": "icl_mech.theory.beta0",
+    "initial_match_sharpness": "icl_mech.theory.beta0",
 }
 
 __all__ = sorted(_HOMES)
