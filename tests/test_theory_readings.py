@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from icl_mech import storage, train, trainer
+from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError
 from icl_mech.model import build_model, full_query_logits
 from icl_mech.sampler import ItemPool, make_eval_sets, make_pool, stream_generator
@@ -98,3 +100,35 @@ def test_beta0_needs_sequences_with_copies_and_other_items():
     iwl = make_eval_sets(config.task, pool, 0)["iwl"]  # the query is never in the context
     with pytest.raises(ConfigError, match="holds the query item and other items"):
         match_sharpness(model, iwl)
+
+
+#: A few steps of a small model: enough evaluations to log c1 several times in a second.
+TINY = {"steps": 4, "eval_every": 2, "checkpoint_every": 2, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
+
+
+def test_every_evaluation_of_a_finite_k_run_logs_the_mlps_residual_over_its_items(tmp_path):
+    run = train(cpu_config(K=64, **TINY), tmp_path / "run", progress=False)
+    assert run.metrics.c1.notna().all() and run.metrics.step.tolist() == [0, 1, 2, 4]
+    pool = run.pool
+    for step in (0, 4):
+        expected = mlp_residual(run.model(step), item_queries(pool), pool.labels).item()
+        assert run.metrics.set_index("step").c1[step] == pytest.approx(expected, rel=1e-6)
+    assert run.metrics.c1[0] == pytest.approx(0.5, abs=0.05)  # the MLP starts near logit 0
+
+
+def test_logging_c1_leaves_training_and_the_other_metrics_bit_identical(tmp_path, monkeypatch):
+    config = cpu_config(K=64, **TINY)
+    logged = train(config, tmp_path / "with", progress=False)
+    monkeypatch.setattr(trainer, "residual_items", lambda member: None)
+    plain = train(config, tmp_path / "without", progress=False)
+    assert "c1" not in plain.metrics
+    assert logged.metrics.drop(columns="c1").equals(plain.metrics)
+    for step in plain.steps:
+        assert storage.checkpoint_path(logged.path, step).read_bytes() == storage.checkpoint_path(plain.path, step).read_bytes()
+
+
+def test_an_ensemble_logs_c1_for_its_finite_k_members_only(tmp_path):
+    configs = [cpu_config(K=64, **TINY), cpu_config(K=None, **TINY)]
+    finite, infinite = train_ensemble(configs, [tmp_path / "finite", tmp_path / "infinite"], progress=False)
+    assert finite.metrics.c1.notna().all()
+    assert "c1" not in infinite.metrics

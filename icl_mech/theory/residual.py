@@ -23,13 +23,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy.integrate import cumulative_trapezoid
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from icl_mech import readout
 from icl_mech.model import query_logits
 from icl_mech.sampler import ItemPool
+
+#: The metrics column the trainer logs c1 in, at every evaluation of a finite-K paired run.
+C1 = "c1"
 
 
 def item_queries(pool: ItemPool) -> Float[Tensor, "K 1 d_token"]:
@@ -63,4 +65,5 @@ def memorization_integral(
     steps: Float[np.ndarray, " evals"], c1: Float[np.ndarray, " evals"]
 ) -> Float[np.ndarray, " evals"]:
     """I_K at each logged step: the trapezoid integral of c1 from the first step (step 0)."""
-    return cumulative_trapezoid(np.asarray(c1, dtype=float), np.asarray(steps, dtype=float), initial=0.0)
+    steps, c1 = np.asarray(steps, dtype=float), np.asarray(c1, dtype=float)
+    return np.concatenate([[0.0], np.cumsum(np.diff(steps) * (c1[1:] + c1[:-1]) / 2)])
