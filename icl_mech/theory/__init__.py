@@ -1,5 +1,5 @@
-"""The paper's theory in code: our reconstruction of its reduced kinetic model
-(/work/shared/PAPER.md's "The theory", docs/THEORY.md), its predictions, and what it reads from runs.
+"""The paper's theory in code: our reconstruction of its reduced kinetic model (docs/THEORY.md),
+its predictions, and what it reads from runs.
 
 - ``flow``: the reduced flow of the in-context parameters (beta, w), driven by the MLP's residual c1.
 - ``predictions``: T3's slope of ln t_ICL on beta0, T4's P_ICL(K) and K* from K = infinity seeds.
