@@ -40,23 +40,25 @@ def test_c1_of_a_constant_logit_is_the_mean_of_sigmoid_minus_label_times_it():
     assert c1.item() == pytest.approx((3 / (1 + math.exp(1.5)) + 1 / (1 + math.exp(-1.5))) / 4, rel=1e-6)
 
 
-def test_c1_reads_the_mlp_path_alone_as_a_network_without_attention_output_does():
-    """Large unembedding weights make phi item-dependent and far from 0; the hook that removes the
-    attention must give exactly the logits of the same network with W_O zeroed (the query's
+@pytest.mark.parametrize("shape", [{}, {"n_layers": 2, "n_heads": 2}], ids=["one_layer", "two_layers"])
+def test_c1_reads_the_mlp_path_alone_as_a_network_without_attention_output_does(shape):
+    """Large unembedding weights make phi item-dependent and far from 0; the hooks that remove the
+    attention must give exactly the logits of the same network with every W_O zeroed (the query's
     attention to itself would otherwise add its value)."""
-    config, model = small_model()
+    config, model = small_model(**shape)
     with torch.no_grad():
         model.unembed.W_U.mul_(40)
     pool = make_pool(64, config.task, stream_generator(0, "items"))
     queries = item_queries(pool)
     c1 = mlp_residual(model, queries, pool.labels)
     with torch.no_grad():
-        model.blocks[0].attn.W_O.zero_()
+        for block in model.blocks:
+            block.attn.W_O.zero_()
         phi = full_query_logits(model, queries)[:, 0]
     labels = pool.labels * 2 - 1
     expected = torch.sigmoid(-labels * phi).mean()
     assert c1.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert abs(c1.item() - 0.5) > 0.02  # the MLP's logits matter here: not the chance value
+    assert phi.abs().mean() > 1  # logits far from 0: a path left out would move c1
 
 
 def test_c1_with_more_labels_is_the_probability_left_off_the_target():
