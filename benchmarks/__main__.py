@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return cuda_table(args.quick)
     from benchmarks import comparisons
     from benchmarks.comparisons import (
-        ensemble, llc_reference_run, llc_restrictions_in_step, llc_sampler, llc_stacked, probes, training_step,
+        c1_in_evaluation, ensemble, llc_reference_run, llc_restrictions_in_step, llc_sampler, llc_stacked, probes,
+        training_step,
     )
     from probes.llc import SGLDSettings
     from probes.report import LLC_SETTINGS
@@ -74,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                         lambda: [probes(4, repeats, **tiny)], lambda: [llc_sampler(2, repeats)],
                         lambda: [llc_stacked(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8), repeats)],
                         lambda: [llc_restrictions_in_step(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8), repeats)],
-                        lambda: [llc_reference_run(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8))]]
+                        lambda: [llc_reference_run(SGLDSettings(chains=2, draws=1, burn_in=1, batch_size=8))],
+                        lambda: [c1_in_evaluation(repeats, **tiny)]]
     else:
         measurements = [lambda: training_step(20, repeats), lambda: [ensemble(16, 1000, max(1, repeats // 3))],
                         lambda: [probes(100, max(1, repeats // 2))], lambda: [llc_sampler(200, max(1, repeats // 2))],
                         lambda: [llc_stacked(settings, max(1, repeats // 2)) for settings in (LLC_SETTINGS, SGLDSettings())],
-                        lambda: [llc_restrictions_in_step(SGLDSettings(), 1)], lambda: [llc_reference_run()]]
+                        lambda: [llc_restrictions_in_step(SGLDSettings(), 1)], lambda: [llc_reference_run()],
+                        lambda: [c1_in_evaluation(repeats)]]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} time, median of {repeats} repeats")
     print(TABLE_HEADER, "-" * len(TABLE_HEADER), sep="\n", flush=True)
     rows = []

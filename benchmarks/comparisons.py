@@ -23,7 +23,8 @@ from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.presets import preset
 from icl_mech.readout import loss_and_accuracy
 from icl_mech.run import load_run
-from icl_mech.sampler import TRAINING_MODES, Batch, sample_batch, stream_generator, training_pool
+from icl_mech.sampler import TRAINING_MODES, Batch, make_eval_sets, sample_batch, stream_generator, training_pool
+from icl_mech.theory.residual import item_queries, mlp_residual
 from icl_mech.trainer import evaluate, make_optimizer, train
 from probes.head_scores import match_score
 from probes.llc import (
@@ -202,6 +203,31 @@ def probes(n_checkpoints: int, repeats: int, **overrides) -> Comparison:
             f"probes over {len(run.steps)} checkpoints: ablation + attention scores",
             "10 x one evaluation pass", 10 * seconds["evaluation"], "probes", seconds["probes"], "s", 1.0,
         )
+
+
+def c1_in_evaluation(repeats: int, **overrides) -> Comparison:
+    """The trainer's evaluation (loss and accuracy on the three sets) with and without c1, the
+    MLP's residual over the K training items, at the ``cpu`` preset's K by default (4096, the
+    largest its transition sweeps use, where c1 costs most). No target: the row says what c1
+    costs an evaluation (1 / ratio)."""
+    config = preset("cpu").override(**overrides)
+    model, pool = build_model(config), training_pool(config.task, config.train.seed)
+    eval_sets = make_eval_sets(config.task, pool, config.train.seed)
+    queries = item_queries(pool)
+
+    def evaluation() -> None:
+        for batch in eval_sets.values():
+            evaluate(model, batch)
+
+    def with_c1() -> None:
+        evaluation()
+        mlp_residual(model, queries, pool.labels).item()
+
+    seconds = median_seconds({"without": evaluation, "with": with_c1}, repeats)
+    return Comparison(
+        f"evaluation with c1 over K={config.task.K} items (cost: 1/ratio)",
+        "without c1", seconds["without"], "with c1", seconds["with"], "s", 0.0,
+    )
 
 
 REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints" / "reference"

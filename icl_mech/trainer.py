@@ -51,6 +51,7 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
+from icl_mech.theory.residual import C1, item_queries, mlp_residual
 from icl_mech.writer import BackgroundWriter
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
@@ -234,30 +235,47 @@ def open_member(
     return member, optimizer_state
 
 
+def residual_items(member: Member) -> tuple[Tensor, Tensor] | None:
+    """The query tokens and labels of a member's K training items, over which its evaluation logs
+    c1, the MLP's residual (``icl_mech.theory.residual``); None where there is no c1 to log:
+    K = infinity (no items to memorize) or the interleaved format (its query token carries a
+    position, so the attention-free path is not the paired model's phi)."""
+    if member.pool is None or member.config.task.format != "paired":
+        return None
+    return item_queries(member.pool), member.pool.labels
+
+
 class _Evaluation:
-    """Every member's loss and accuracy on each of its evaluation sets at one step, read back to
-    the host in one transfer. On CUDA the pass over all members is one captured graph (the sets
-    never change, so the graph's inputs are fixed); elsewhere only the members asked for are
-    evaluated."""
+    """Every member's loss and accuracy on each of its evaluation sets at one step, and c1 where
+    the member has training items (``residual_items``), read back to the host in one transfer.
+    On CUDA the pass over all members is one captured graph (the sets never change, so the graph's
+    inputs are fixed); elsewhere only the members asked for are evaluated."""
 
     def __init__(self, members: list[Member], device: torch.device, capture: bool):
         self.members = members
+        self.items = [residual_items(member) for member in members]
         self.columns = [f"{name}_{what}" for name in members[0].eval_sets for what in ("loss", "acc")]
+        if any(items is not None for items in self.items):
+            self.columns.append(C1)
         self.captured = captures(device, capture)
         self._output: dict[str, Tensor] = {}
         if self.captured:
-            self._evaluate_all = replayable(lambda: self._output.update(all=self._metrics(members)), device)
+            self._evaluate_all = replayable(lambda: self._output.update(all=self._metrics(range(len(members)))), device)
 
-    @staticmethod
     @torch.no_grad()
-    def _metrics(members: list[Member]) -> Float[Tensor, "members columns"]:
-        return torch.stack([
-            torch.cat([
-                torch.stack(loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets))
+    def _metrics(self, indices: Iterable[int]) -> Float[Tensor, "members columns"]:
+        rows = []
+        for index in indices:
+            member, items = self.members[index], self.items[index]
+            values = [
+                value
                 for batch in member.eval_sets.values()
-            ])
-            for member in members
-        ])
+                for value in loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)
+            ]
+            if C1 in self.columns:  # NaN for a member without items, dropped from its row
+                values.append(mlp_residual(member.model, *items) if items else torch.full((), float("nan"), device=values[0].device))
+            rows.append(torch.stack(values))
+        return torch.stack(rows)
 
     def __call__(self, indices: list[int]) -> dict[int, dict[str, float]]:
         """The metrics of the members at ``indices``, by index, as a metrics row holds them."""
@@ -267,8 +285,12 @@ class _Evaluation:
             self._evaluate_all()
             values = self._output["all"][indices]
         else:
-            values = self._metrics([self.members[index] for index in indices])
-        return {index: dict(zip(self.columns, row)) for index, row in zip(indices, values.tolist())}
+            values = self._metrics(indices)
+        rows = {index: dict(zip(self.columns, row)) for index, row in zip(indices, values.tolist())}
+        for index, row in rows.items():
+            if self.items[index] is None:
+                row.pop(C1, None)
+        return rows
 
 
 def _update(members: list[Member], stepping: Stepping, keep_gradients: bool) -> None:

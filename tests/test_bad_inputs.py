@@ -4,6 +4,7 @@ written. A new command adds its rows to BAD_INPUTS (and, if it needs one, a fixt
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -54,7 +55,35 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     paths["unformed_interleaved"] = train(unformed, root / "unformed_interleaved", progress=False).path
     paths["corrupt_sweep"] = root / "corrupt_sweep"
     shutil.copytree(paths["corrupt_metrics"], paths["corrupt_sweep"] / "K64")
+    theory_sweeps(run, root, paths)
     return paths
+
+
+def theory_sweeps(run: Path, root: Path, paths: dict[str, Path]) -> None:
+    """Sweeps that each lack one thing ``theory`` needs, made of copies of ``run`` whose config
+    says what part they play (their checkpoints are never read: each is refused before)."""
+
+    def variant(sweep: str, name: str, drop_c1: bool = False, **changes) -> None:
+        target = Path(shutil.copytree(run, root / sweep / name))
+        config = storage.read_json(target / storage.CONFIG)
+        for section in config.values():
+            section.update({key: value for key, value in changes.items() if key in section})
+        storage.write_json(target / storage.CONFIG, config)
+        if drop_c1:
+            rows = storage.read_json_lines(target / storage.METRICS)
+            (target / storage.METRICS).write_text("".join(json.dumps({k: v for k, v in row.items() if k != "c1"}) + "\n" for row in rows))
+
+    infinite = [("Kinf-seed0", {"K": None, "seed": 0}), ("Kinf-seed1", {"K": None, "seed": 1}), ("Kinf-seed2", {"K": None, "seed": 2})]
+    memorizing = ("mem-K64", {"frozen": ["attn"]})
+    for sweep, runs in {
+        "theory_no_memorization": infinite,
+        "theory_no_c1": [*infinite, (*memorizing, True)],
+        "theory_one_seed": [infinite[0], memorizing],
+        "theory_other_n": [*infinite, memorizing, ("K64-N10", {"N": 10})],
+    }.items():
+        paths[sweep] = root / sweep
+        for name, changes, *drop in runs:
+            variant(sweep, name, *drop, **changes)
 
 
 def bad(*args: str, error: str, entry_point: bool = False, env: dict[str, str] | None = None):
@@ -168,6 +197,15 @@ BAD_INPUTS = [
     bad("predict", "--sweep", "{empty_dir}", "--N", "10", error="no finished run directories under"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="memorization needs frozen-attention runs"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", "--out", "{file}", error="--out {file} is a file; expected a directory"),
+    # theory
+    bad("theory", "--sweep", "{one_run_sweep}", "--out", "{new}", error="theory needs K = infinity whole-model runs"),
+    bad("theory", "--sweep", "{theory_no_memorization}", "--out", "{new}", error=r"theory needs memorization runs \(frozen=attn"),
+    bad("theory", "--sweep", "{theory_no_c1}", "--out", "{new}",
+        error="{theory_no_c1}/mem-K64 has no c1 in its metrics .* train it again"),
+    bad("theory", "--sweep", "{theory_one_seed}", "--out", "{new}", error="K = infinity runs of 3 or more seeds at each N; N=20 has 1"),
+    bad("theory", "--sweep", "{theory_other_n}", "--out", "{new}", error=r"the K sweeps at N=\[10\] have no K = infinity runs at the same N"),
+    bad("theory", "--sweep", "{theory_other_n}", "--out", "{file}", error="argument --out: {file} is a file, not a directory"),
+    bad("theory", "--sweep", "{run}", "--out", "{new}", error="argument --sweep: {run} is a run directory, not a sweep"),
 ]
 
 

@@ -17,8 +17,10 @@ def test_benchmark_prints_a_row_per_comparison_with_ratio_and_target():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("comparison"))
-    rows = lines[header + 2 : header + 10]
-    assert [row.split()[0] for row in rows] == ["training", "training", "ensemble", "probes", "LLC,", "LLC,", "LLC,", "LLC"]
+    rows = lines[header + 2 : header + 11]
+    assert [row.split()[0] for row in rows] == [
+        "training", "training", "ensemble", "probes", "LLC,", "LLC,", "LLC,", "LLC", "evaluation",
+    ]
     assert all(row.rstrip().endswith("x") and "authors' loop" in rows[0] for row in rows)
     assert "MISSED" not in result.stdout
 

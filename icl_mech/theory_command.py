@@ -1,0 +1,46 @@
+"""``icl-mech theory``: the paper's theory (our reconstruction, docs/THEORY.md) beside the runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from icl_mech.arguments import LEVEL_HELP, add_level_options, directory_to_write, levels_from, sweep_directory
+
+#: The accuracy levels the theory reads runs with.
+LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "outcome", "memorized")}
+
+
+def run(args: argparse.Namespace) -> int:
+    from icl_mech.analysis.sweep_table import load_sweeps
+    from icl_mech.analysis.theory import JSON_NAME, theory_report
+
+    levels = levels_from(args, LEVELS)
+    report = theory_report(load_sweeps(args.sweep, levels), args.out, levels)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+        return 0
+    for line in report.verdicts:
+        print(line)
+    print(f"written to {args.out / JSON_NAME}, theory.csv and theory_T1/T3/T4.png")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "theory", help="the reduced kinetic model's predictions (T1, T3, T4) beside memorization, K=inf and K-sweep runs",
+        description="Read memorization runs (frozen=attn, finite K; they log c1, the MLP's residual), K=inf runs "
+        "(3 or more seeds at each N) and K sweeps, and set each prediction of the theory beside them: T1, the "
+        "memorization integral I_K = A K^nu; T3, the slope of ln t_ICL on each seed's beta0 (its attention's "
+        "score gap at step 0; theory: -1); T4, P_ICL(K) = F_inf(2 I_K) and its K*, against the share of seeds "
+        "that ended in ICL and the fitted K*. Writes theory.json, theory.csv and theory_T1/T3/T4.png, and "
+        "prints one verdict line per prediction (docs/THEORY.md).",
+    )
+    parser.add_argument(
+        "--sweep", action="append", required=True, type=sweep_directory,
+        help="sweep directory holding any of the three kinds of runs (repeatable: runs are pooled)",
+    )
+    parser.add_argument("--out", required=True, type=directory_to_write, help="directory for theory.json, theory.csv and the figures")
+    parser.add_argument("--json", action="store_true", help="print theory.json instead of the verdict lines")
+    add_level_options(parser, LEVELS)
+    parser.set_defaults(handler=run)

@@ -1,0 +1,97 @@
+"""``icl-mech theory`` on a tiny sweep trained here: as trained (nothing acquires ICL in a few
+steps), and with metrics logs rewritten so that every prediction has a known answer."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icl_mech import load_run, storage
+from icl_mech.cli import main
+from icl_mech.ensemble import train_ensemble
+from icl_mech.theory.beta0 import initial_match_sharpness
+
+from conftest import cpu_config
+
+TINY = {"steps": 4, "eval_every": 2, "checkpoint_every": 2, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
+SWEPT_K, MEMORIZED_K, INFINITE_SEEDS = (64, 128, 256), (64, 128, 256), range(5)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """Memorization runs at three K, five K = infinity seeds and a two-seed K sweep, 4 steps each."""
+    sweep = tmp_path_factory.mktemp("theory") / "sweep"
+    plain = {f"Kinf-seed{s}": cpu_config(K=None, seed=s, **TINY) for s in INFINITE_SEEDS}
+    plain |= {f"K{k}-seed{s}": cpu_config(K=k, seed=s, **TINY) for k in SWEPT_K for s in (0, 1)}
+    memorizing = {f"mem-K{k}": cpu_config(K=k, frozen=("attn",), **TINY) for k in MEMORIZED_K}
+    for group in (plain, memorizing):
+        train_ensemble(list(group.values()), [sweep / name for name in group], progress=False)
+    return sweep
+
+
+def theory(*args: str, capsys) -> tuple[int, str]:
+    code = main(["theory", *args])
+    return code, capsys.readouterr().out
+
+
+def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(tiny_sweep, tmp_path, capsys):
+    code, out = theory("--sweep", str(tiny_sweep), "--out", str(tmp_path / "out"), capsys=capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["T1", "T3 N=20", "T4 N=20"]
+    assert "not measured" in lines[1]  # 4 steps: no K = infinity seed reached ICL
+    for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    result = json.loads((tmp_path / "out" / "theory.json").read_text())
+    assert len(result["runs"]) == 5 + 6 + 3
+    assert result["predicted"]["20"]["kstar"] is None  # every K = infinity seed is censored: K* infinite
+    assert result["measured"]["20"]["n_seeds"] == [2, 2, 2]
+
+
+def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None = None, budget: int | None = None) -> None:
+    """Replace ``run``'s metrics log by one with these ICL accuracies (and a constant c1)."""
+    rows = [{"step": s, "icl_acc": a, "iwl_acc": 0.5, "train_acc": 0.5, **({"c1": c1} if c1 is not None else {})}
+            for s, a in zip(steps, icl_acc)]
+    (run / storage.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = storage.read_json(run / storage.CONFIG)
+    config["train"]["steps"] = budget or steps[-1]
+    storage.write_json(run / storage.CONFIG, config)
+    storage.write_json(run / storage.STATUS, {"state": storage.FINISHED, "last_step": steps[-1], "stopped_early": False})
+
+
+def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_the_logs(tiny_sweep, tmp_path, capsys):
+    """K = infinity seeds acquire ICL at t = T e^-beta0 (T3: slope -1); the MLP alone has I_K(H) =
+    A K^0.7 (T1); A puts T4's K* at 128, where the K sweep's seeds split."""
+    sweep = Path(shutil.copytree(tiny_sweep, tmp_path / "sweep"))
+    horizon, nu = 4_000_000, 0.7
+    times = {}
+    for seed in INFINITE_SEEDS:
+        run = sweep / f"Kinf-seed{seed}"
+        times[seed] = round(1e6 * math.exp(-initial_match_sharpness(load_run(run))))
+        _rewrite(run, [0, times[seed], horizon], [0.5, 0.96, 0.97])
+    prefactor = float(np.median(list(times.values()))) / (2 * 128**nu)
+    for k in MEMORIZED_K:
+        _rewrite(sweep / f"mem-K{k}", [0, horizon], [0.5, 0.5], c1=prefactor * k**nu / horizon)
+    outcomes = {64: (0.5, 0.5), 128: (0.5, 0.99), 256: (0.99, 0.99)}
+    for k, finals in outcomes.items():
+        for seed, final in enumerate(finals):
+            _rewrite(sweep / f"K{k}-seed{seed}", [0, horizon], [0.5, final], c1=0.1)
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result == json.loads((tmp_path / "out" / "theory.json").read_text())
+    assert result["memorization"]["nu"] == pytest.approx(nu, rel=1e-6)
+    assert result["memorization"]["prefactor"] == pytest.approx(prefactor, rel=1e-6)
+    t3 = result["beta0_vs_t_icl"]["20"]
+    assert t3["slope"] == pytest.approx(-1, abs=0.01) and t3["n"] == 5
+    predicted, measured = result["predicted"]["20"], result["measured"]["20"]
+    assert predicted["kstar"] == pytest.approx(128, rel=1e-6)
+    assert predicted["K"] == [64, 128, 256] and predicted["p_icl"][0] < 0.5 <= predicted["p_icl"][2]
+    assert measured["fraction"] == [0, 0.5, 1] and measured["n_seeds"] == [2, 2, 2]
+    assert {row["part"] for row in result["runs"]} == {"memorization", "K=inf", "K sweep"}
+    assert result["verdicts"][1].startswith("T3 N=20: ln t_ICL on beta0, slope -1.00")
