@@ -134,7 +134,9 @@ def test_cpu_reddy_reads_labels_from_the_context_above_chance_within_seconds(tmp
 
 @pytest.fixture(scope="module")
 def reddy_sets():
-    task = TaskConfig(format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=2000, reddy_eval_sets=True)
+    task = TaskConfig(
+        format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=2000, distinct_labels=True, reddy_eval_sets=True
+    )
     pool = training_pool(task, 0)
     return task, pool, make_eval_sets(task, pool, 0)
 
