@@ -137,6 +137,18 @@ def test_progress_measures_are_dated_from_their_trough_against_icls_jump():
         progress_onsets(table[["step", "icl_acc"]])
 
 
+def test_a_first_stage_bump_that_falls_back_does_not_date_a_measures_start():
+    """An induction score that rose at step 100 and fell back to its plateau until the jump at
+    1400 (a cpu-reddy seed): it starts with the jump, not at the bump."""
+    steps = np.arange(0, 2000, 100)
+    bumped = np.r_[0.12, 0.30, [0.13] * 12, 0.50, [0.90] * 5]
+    table = pd.DataFrame({"step": steps, "icl_acc": np.r_[0.03, [0.25] * 13, [0.95] * 6], "induction_L1H0": bumped})
+    onsets = progress_onsets(table).set_index("measure")
+    assert onsets.icl_jump_step.iloc[0] == 1400
+    assert onsets.start_step["induction_L1H0"] == 1400 and onsets.half_step["induction_L1H0"] == 1500
+    assert not onsets.starts_before_icl["induction_L1H0"]
+
+
 def test_a_progress_measure_that_never_rose_has_no_start_and_did_not_start_before_icl():
     steps = np.arange(0, 500, 100)
     table = pd.DataFrame({
