@@ -198,8 +198,8 @@ def _query_ids(
 ) -> Int[Tensor, " n_seq"]:
     """Query items drawn from the pool (uniformly, or by ``weights``), then forced into or out of
     the context. "in_context" keeps a uniform draw that lands in the context and otherwise picks a
-    context position uniformly, so the query is uniform among the context's items, whatever
-    their frequencies; its callers pass no weights."""
+    context position uniformly, so in a bursty context (each class B times) the query is uniform
+    among its classes, whatever their frequencies; its callers pass no weights."""
     n_seq, n_ctx = ids.shape
     drawn = _draw(n_seq, n_items, 1, True, generator, weights)[:, 0]
     if query == "in_context":
