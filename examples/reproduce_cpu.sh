@@ -49,10 +49,11 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
     for seed in 0 1 2 3; do
         icl-mech probe --run "$SWEEPS/reddy_abrupt/seed$seed" --all-steps --out "$FIGURES/reddy_abrupt/seed$seed" --quiet
     done
-    for circuit in induction previous-token; do  # in an ICL run, and in one that also memorizes
+    for circuit in induction previous-token; do  # in an ICL run, and in one that also memorizes a little
         icl-mech ablate --run "$SWEEPS/reddy_abrupt/seed0" --circuit "$circuit"
         icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1-seed0" --circuit "$circuit"
     done
+    icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1.5-seed0" --circuit induction  # both abilities
     echo "reddy: $((SECONDS - began)) s"
 }
 if [ "$PART" = reddy ]; then

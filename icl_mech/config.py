@@ -129,6 +129,9 @@ class TaskConfig(_ConfigDict):
     p_bursty: float = 1.0
     #: Interleaved only: Zipf exponent of class frequencies, p(class k) ~ (k+1)^-zipf_alpha.
     zipf_alpha: float = 0.0
+    #: Interleaved only: the classes of a bursty context carry distinct labels, in training and in
+    #: the ICL sets alike (Reddy's ``no_repeats``); non-bursty contexts draw classes freely, as his.
+    distinct_labels: bool = False
     #: Also evaluate on Reddy (2024)'s other two sets: "icl_swap" (training classes, their labels
     #: swapped in the context) and "iwl_iid" (classes drawn at random, query's class not forced
     #: into the context). Needs a finite K.
@@ -173,9 +176,10 @@ class TaskConfig(_ConfigDict):
             self._check_interleaved()
         else:
             _require(
-                (self.B, self.p_bursty, self.zipf_alpha) == (1, 1.0, 0.0),
-                "B, p_bursty and zipf_alpha apply to format='interleaved' only; "
-                f"got B={self.B!r}, p_bursty={self.p_bursty!r}, zipf_alpha={self.zipf_alpha!r}",
+                (self.B, self.p_bursty, self.zipf_alpha, self.distinct_labels) == (1, 1.0, 0.0, False),
+                "B, p_bursty, zipf_alpha and distinct_labels apply to format='interleaved' only; "
+                f"got B={self.B!r}, p_bursty={self.p_bursty!r}, zipf_alpha={self.zipf_alpha!r}, "
+                f"distinct_labels={self.distinct_labels!r}",
             )
 
     def _check_interleaved(self) -> None:
@@ -190,6 +194,10 @@ class TaskConfig(_ConfigDict):
             f"(N-1)/B={classes} classes per bursty context must be at least 2 and a multiple of "
             f"L={self.L} or below it: the ICL set gives every label to equally many of them (or "
             "each class its own label)",
+        )
+        _require(
+            not self.distinct_labels or classes <= self.L,
+            f"distinct_labels needs at most L={self.L} classes per bursty context, got (N-1)/B={classes}",
         )
         _require(0 <= self.p_bursty <= 1, f"p_bursty must be in [0, 1], got {self.p_bursty!r}")
         _require(self.zipf_alpha >= 0, f"zipf_alpha must be >= 0, got {self.zipf_alpha!r}")

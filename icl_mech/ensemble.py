@@ -42,7 +42,9 @@ from icl_mech.trainer import (
 )
 
 #: Task fields that may differ between members: they change what is sampled, not tensor shapes.
-TASK_FIELDS_FREE = ("K", "epsilon", "burstiness", "equalized", "eval_size", "B", "p_bursty", "zipf_alpha")
+TASK_FIELDS_FREE = (
+    "K", "epsilon", "burstiness", "equalized", "eval_size", "B", "p_bursty", "zipf_alpha", "distinct_labels"
+)
 
 
 class _QueryLogits(torch.nn.Module):

@@ -80,6 +80,7 @@ REDDY2024: dict[str, dict[str, Any]] = {
         "p_bursty": 1.0,
         "epsilon": 0.1,
         "zipf_alpha": 0.0,
+        "distinct_labels": False,
         "eval_size": 2000,
         "reddy_eval_sets": True,
     },
@@ -97,7 +98,7 @@ REDDY2024: dict[str, dict[str, Any]] = {
 #: Reddy's task at CPU scale: the cpu-interleaved model and schedule with his L = 32 labels under
 #: the softmax and his evaluation sets (docs/REDDY.md: what it shows).
 CPU_REDDY: dict[str, dict[str, Any]] = {
-    "task": {**CPU_INTERLEAVED["task"], "L": 32, "reddy_eval_sets": True},
+    "task": {**CPU_INTERLEAVED["task"], "L": 32, "distinct_labels": False, "reddy_eval_sets": True},
     "model": CPU_INTERLEAVED["model"],
     "train": CPU_INTERLEAVED["train"],
 }

@@ -168,10 +168,11 @@ def _context_ids(
     replacement: bool,
     generator: torch.Generator,
     weights: Float[Tensor, " K"] | None = None,
+    equalize: bool = False,
 ) -> Int[Tensor, "n_seq n_ctx"]:
-    """``n_ctx`` pool indices per sequence; with ``task.equalized``, equal numbers of each label
-    (or, with fewer items than labels, a different label for each)."""
-    if not task.equalized:
+    """``n_ctx`` pool indices per sequence; with ``equalize``, equal numbers of each label (or,
+    with fewer items than labels, a different label for each)."""
+    if not equalize:
         return _draw(n_seq, len(pool), n_ctx, replacement, generator, weights)
     by_label = torch.argsort(pool.labels, stable=True).reshape(task.L, -1)
     if n_ctx < task.L:  # each item its own label (Reddy's no-repeats contexts), its class by weights
@@ -196,7 +197,9 @@ def _query_ids(
     weights: Float[Tensor, " K"] | None = None,
 ) -> Int[Tensor, " n_seq"]:
     """Query items drawn from the pool (uniformly, or by ``weights``), then forced into or out of
-    the context."""
+    the context. "in_context" keeps a uniform draw that lands in the context and otherwise picks a
+    context position uniformly, so in a bursty context (each class B times) the query is uniform
+    among its classes, whatever their frequencies; its callers pass no weights."""
     n_seq, n_ctx = ids.shape
     drawn = _draw(n_seq, n_items, 1, True, generator, weights)[:, 0]
     if query == "in_context":
@@ -230,23 +233,40 @@ def _fresh_sequences(
     return vectors, labels, item_ids
 
 
-def _class_weights(task: TaskConfig, device: torch.device) -> Float[Tensor, " K"] | None:
-    """Zipf class frequencies of the interleaved format; None (uniform draws) when alpha is 0."""
+def class_ranks(pool: ItemPool) -> Int[Tensor, " K"]:
+    """Each class's frequency rank (0: the most frequent), laid out so the rank-r class carries
+    label r mod L, as Reddy's class k carries label k mod L.
+
+    Pool labels are a random balanced permutation (kept so every paired and uniform run draws the
+    same stream); ranking the j-th class of label l at j * L + l makes the labels' Zipf masses
+    exactly his (the classes themselves are exchangeable draws, so which one holds a rank is
+    immaterial)."""
+    by_label = torch.argsort(pool.labels, stable=True).reshape(pool.n_labels, -1)
+    rank_of = torch.arange(len(pool), device=pool.labels.device).reshape(-1, pool.n_labels).T
+    return torch.empty_like(pool.labels).scatter_(0, by_label.flatten(), rank_of.flatten())
+
+
+def class_weights(task: TaskConfig, pool: ItemPool) -> Float[Tensor, " K"] | None:
+    """Unnormalized Zipf frequencies of the interleaved format's classes, (rank + 1)^-alpha by
+    ``class_ranks``; None (uniform draws) when alpha is 0."""
     if task.format != "interleaved" or task.zipf_alpha == 0:
         return None
-    return (torch.arange(task.K, device=device) + 1.0) ** -task.zipf_alpha
+    return (class_ranks(pool) + 1.0) ** -task.zipf_alpha
 
 
 def _bursty_ids(
     task: TaskConfig, pool: ItemPool, n_seq: int, generator: torch.Generator
 ) -> Int[Tensor, "n_seq N"]:
-    """Interleaved bursty sequences: (N-1)/B distinct classes, each B times in random order, and
-    the query one of them."""
-    n_ctx, weights = task.N - 1, _class_weights(task, generator.device)
-    classes = _context_ids(task, pool, n_seq, n_ctx // task.B, False, generator, weights)
+    """Interleaved bursty sequences: (N-1)/B distinct classes drawn by the class frequencies (with
+    ``task.distinct_labels``, each its own label; with ``task.equalized``, labels balanced), each
+    B times in random order, and the query one of them, uniformly whatever their frequencies
+    (Reddy's rule: a frequent class is no likelier to be asked than a rare one in its context)."""
+    n_ctx, weights = task.N - 1, class_weights(task, pool)
+    equalize = task.equalized or task.distinct_labels
+    classes = _context_ids(task, pool, n_seq, n_ctx // task.B, False, generator, weights, equalize)
     order = torch.rand(n_seq, n_ctx, generator=generator, device=generator.device).argsort(dim=1)
     context = classes.repeat_interleave(task.B, dim=1).gather(1, order)
-    query = _query_ids(context, len(pool), "in_context", generator, weights)
+    query = _query_ids(context, len(pool), "in_context", generator)
     return torch.cat([context, query[:, None]], dim=1)
 
 
@@ -266,8 +286,8 @@ def _pool_ids(
             return bursty
         iid = _pool_ids(task, pool, n_seq, True, "independent", generator)
         return torch.where(is_bursty[:, None], bursty, iid)
-    weights = _class_weights(task, generator.device)
-    context = _context_ids(task, pool, n_seq, task.N - 1, replacement, generator, weights)
+    weights = class_weights(task, pool)
+    context = _context_ids(task, pool, n_seq, task.N - 1, replacement, generator, weights, task.equalized)
     return torch.cat([context, _query_ids(context, len(pool), query, generator, weights)[:, None]], 1)
 
 
@@ -346,8 +366,10 @@ def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[s
     - ``train``: the training distribution (held-out draws of it).
     - ``icl``: brand-new items (classes) with random balanced labels, query in the context: only
       reading the context solves it. Interleaved: every sequence bursty, uniform over the new
-      classes, each label on equally many of its classes, or each class its own label when a
-      context has fewer classes than L (so counting labels in context does not help).
+      classes, its labels by the training contexts' rule (``task.distinct_labels``: each class its
+      own label; otherwise as the classes carry them), except that a context of at least L
+      classes gets every label on equally many of them, so that counting labels does not help
+      (the L = 2 runs of docs/INTERLEAVED.md).
     - ``iwl``: training items, context without repeats and the query absent from it: only
       memorization solves it.
 
@@ -355,7 +377,7 @@ def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[s
     those stay the same draws):
 
     - ``icl_swap``: training classes drawn as in ``icl`` (query in the context; interleaved:
-      bursty, labels balanced, by the Zipf weights if any), every label swapped consistently in
+      bursty, labels by ``icl``'s rule, by the Zipf weights if any), every label swapped consistently in
       the sequence (``sample_batch``'s ``swap_labels``); the target is the swapped label, so
       weights alone answer wrong and only the context answers right.
     - ``iwl_iid``: training classes drawn at random (by the Zipf weights, if any) for the context
@@ -366,7 +388,8 @@ def make_eval_sets(task: TaskConfig, pool: ItemPool | None, seed: int) -> dict[s
     n = task.eval_size
     icl_task = swap_task = task
     if task.format == "interleaved":
-        swap_task = dataclasses.replace(task, p_bursty=1.0, equalized=True)
+        balanced = task.equalized or (task.N - 1) // task.B >= task.L
+        swap_task = dataclasses.replace(task, p_bursty=1.0, equalized=balanced)
         icl_task = dataclasses.replace(swap_task, zipf_alpha=0.0)
     sets = {
         "train": sample_batch(task, pool, n, generator, **TRAINING_MODES[task.burstiness]),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from icl_mech.baselines import iwl_baselines
 from icl_mech.readout import chance, n_labels
 from icl_mech.run import Run
 from icl_mech.sampler import Batch
@@ -80,14 +81,18 @@ def ablate_run(
     return over_checkpoints(run, probe, steps, device, progress, desc=f"ablate {circuit}"), sites
 
 
-def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict[str, float]:
-    """Accuracies on ``judged_sets`` (and ``chance``, 1/L), attention-pattern scores per head (on the ICL set;
+def probe_summary(
+    model: HookedTransformer, eval_sets: dict[str, Batch], baselines: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Accuracies on ``judged_sets`` (and ``chance``, 1/L) with ``baselines`` beside them (the
+    IWL sets' label-prior and copy levels, ``icl_mech.baselines``), attention-pattern scores per head (on the ICL set;
     interleaved runs add their circuit's scores and the two-parameter induction-head model's fit) and
     the mean direct logit attribution toward the correct label of every component (on the ICL
     and the IWL set)."""
     row: dict[str, float] = {"chance": chance(n_labels(model))}
     for name in judged_sets(eval_sets):
         row[f"{name}_acc"] = evaluate(model, eval_sets[name])[1]
+    row |= baselines or {}
     n_heads, icl = model.cfg.n_heads, eval_sets["icl"]
     scores = {"match": match_score, "prev": previous_token_score}
     if label_tokens(icl).any():  # interleaved: the two-layer induction circuit's own scores
@@ -113,6 +118,7 @@ def probe_summary(model: HookedTransformer, eval_sets: dict[str, Batch]) -> dict
 def probe_run(
     run: Run, steps: Iterable[int] | None = None, device: str | torch.device = "cpu", progress: bool = True
 ) -> pd.DataFrame:
-    """``probe_summary`` at every step."""
+    """``probe_summary`` at every step, the IWL sets' baselines beside their accuracies."""
     eval_sets = run.eval_sets(device)
-    return over_checkpoints(run, lambda model: probe_summary(model, eval_sets), steps, device, progress)
+    baselines = iwl_baselines(run.config.task, run.pool, eval_sets)
+    return over_checkpoints(run, lambda model: probe_summary(model, eval_sets, baselines), steps, device, progress)

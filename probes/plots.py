@@ -36,9 +36,18 @@ def _steps_axis(axes: Axes) -> None:
 
 
 def _chance_line(axes: Axes, table: pd.DataFrame) -> None:
-    """The accuracy of guessing, 1/L, which a probe's table carries as ``chance``."""
+    """The accuracy of guessing, 1/L, which a probe's table carries as ``chance``, and the IWL
+    sets' baselines where it carries them (``icl_mech.baselines``), in their set's colour: the
+    label prior dashed, copying where the query's class is in the context (else the prior label)
+    dash-dotted."""
     if "chance" in table:
         axes.axhline(table.chance.iloc[0], color="gray", lw=0.8, ls=":", label="chance")
+    for name, color in _sets(table).items():
+        for baseline, style in (("label_prior", "--"), ("copy_else_prior", "-.")):
+            copies = baseline != "copy_else_prior" or table.get(f"{name}_copy_if_present", pd.Series([0])).iloc[0] > 0
+            if f"{name}_{baseline}" in table and copies:
+                level = table[f"{name}_{baseline}"].iloc[0]
+                axes.axhline(level, color=color, lw=0.8, ls=style, label=f"{name} {baseline.replace('_', ' ')}")
 
 
 def _accuracy_axis(axes: Axes, table: pd.DataFrame) -> None:

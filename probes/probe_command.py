@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         if "context_label_acc" in table and not args.json:  # interleaved: Reddy's progress measures
             onsets = progress_onsets(table)
             jump = onsets.icl_jump_step.iloc[0]
-            print("progress measures: the steps each covered a tenth and half of its rise, against ICL's jump "
+            print("progress measures: the steps from which each stayed above a tenth and half of its rise, "
+                  "against ICL's jump "
                   + ("(none: ICL never got halfway from its start to 1)" if math.isnan(jump) else f"(step {jump:.0f})"))
             print(table_text(onsets.drop(columns="icl_jump_step"), index=False, na_rep="none"))  # never rose
     return 0
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the correct label on the ICL and IWL sets. Interleaved runs add the two-layer circuit's "
         "scores (induction, label previous-token, label attention) and the share of predictions "
         "that are a label of the context; with --all-steps, Reddy (2024)'s progress measures are "
-        "dated against ICL's jump (the steps each covered a tenth and half of its rise).",
+        "dated against ICL's jump (the steps from which each stayed above a tenth and half of its rise).",
     )
     add_over_time(parser)
     parser.set_defaults(handler=run)

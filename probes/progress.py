@@ -6,7 +6,10 @@ prediction being one of the context's labels, the previous-token head. The measu
 of ``probes.over_time.probe_run``'s table on an interleaved run (``icl-mech probe --all-steps``).
 A measure's rise runs from its lowest value before its largest to that largest (a score can dip
 first, as the previous-token score does while the network settles on the context's labels); it
-is dated twice, when it has covered a tenth of that rise (it starts) and half of it. ICL's jump
+is dated twice, at the step from which it stays above a tenth of that rise (it starts) and half
+of it until it reaches its largest value, so that a bump in the first stage that falls back (the
+induction score of one seed rose at step 100 and fell back until the jump at 1400) does not date
+the measure's start: the last time it leaves its plateau does. ICL's jump
 is the first step ICL accuracy is halfway from its first value to 1: the plateau of the first
 stage (1/(labels in a context), 0.25 in the `cpu-reddy` preset) lies below that mark, so the date
 is the jump's, not the first stage's, and a run that never leaves the plateau has none.
@@ -22,13 +25,15 @@ MEASURES = ("context_label_acc", "label_attention_L", "label_previous_token_L", 
 
 
 def rise_step(steps: np.ndarray, values: np.ndarray, fraction: float, from_trough: bool = True) -> float:
-    """The first step at which ``values`` have covered ``fraction`` of their rise to their largest
-    value: from the lowest value before it (``from_trough``), or from the first value."""
+    """The step from which ``values`` stay above ``fraction`` of their rise to their largest value
+    (from the lowest value before it, ``from_trough``, or from the first value) until they reach
+    it: the step after the last one below that level."""
     steps, values = np.asarray(steps), np.asarray(values, dtype=float)
     peak = int(np.argmax(values))
     start = int(np.argmin(values[: peak + 1])) if from_trough else 0
     level = values[start] + fraction * (values[peak] - values[start])
-    return float(steps[start + np.flatnonzero(values[start:] >= level)[0]])
+    below = np.flatnonzero(values[start : peak + 1] < level)
+    return float(steps[start + below[-1] + 1 if below.size else start])
 
 
 def icl_jump_step(steps: np.ndarray, icl_acc: np.ndarray) -> float:
@@ -39,7 +44,8 @@ def icl_jump_step(steps: np.ndarray, icl_acc: np.ndarray) -> float:
 
 def progress_onsets(table: pd.DataFrame) -> pd.DataFrame:
     """One row per progress measure in ``table``: its lowest value before its largest, the
-    largest, the rise between, the steps it covered a tenth and half of that rise, and whether it
+    largest, the rise between, the steps from which it stayed above a tenth and half of that rise
+    up to its largest (``rise_step``), and whether it
     started before ICL's jump (``icl_jump_step``, NaN when ICL never jumped). A measure that never
     rose (its largest value is its first) has no start or half step (NaN) and did not start
     before the jump.

@@ -25,6 +25,7 @@ import torch
 from circuitsvis.attention import attention_heads
 
 from icl_mech import storage
+from icl_mech.baselines import BASELINES, IWL_SETS
 from icl_mech.errors import RunError, WriteError
 from icl_mech.run import Run
 from probes.independence import cross_ablation_matrix, independence_run, verdict
@@ -150,6 +151,20 @@ ones, docs/LLC.md; <code>icl-mech llc --all-steps</code> samples longer chains):
 {f"<p>Warnings:</p><ul>{notes}</ul>" if notes else "<p>No chain diverged, every trace flattened, no estimate is negative.</p>"}"""
 
 
+def _baselines_text(probes: pd.DataFrame) -> str:
+    """What the IWL accuracies have to beat, from ``probe_run``'s baseline columns."""
+    last = probes.iloc[-1]
+    parts = [f"chance (1/L) {last['chance']:.3f}"]
+    for name in IWL_SETS:
+        if f"{name}_label_prior" in probes:
+            levels = ", ".join(
+                f"{baseline.replace('_', ' ')} {last[f'{name}_{baseline}']:.3f}" for baseline in BASELINES[1:]
+            )
+            parts.append(f"<code>{name}</code>: {levels}")
+    return ("IWL accuracy means memorization only above what needs no memory of a class: "
+            + "; ".join(parts) + " (<code>icl_mech.baselines</code>).")
+
+
 def report_html(
     run: Run, device: str | torch.device = "cpu", progress: bool = True, llc: SGLDSettings | None = LLC_SETTINGS
 ) -> str:
@@ -170,6 +185,7 @@ def report_html(
 {run.steps[-1]}. Status: <code>{html.escape(json.dumps(status), quote=False)}</code></p>
 <h2>ICL and IWL accuracy and loss over training</h2>
 {_figure(run.metrics, METRICS_PANELS, f"{run.path.name}: metrics log")}
+<p>{_baselines_text(probes)}</p>
 {_attention_section(patterns)}
 <h2>Match (induction) score and direct logit attribution over training</h2>
 <p>Match score: attention from the query to the context tokens holding its item (chance

@@ -117,6 +117,8 @@ BAD_INPUTS = [
     bad("train", "--out", "{not_a_run}", error="{not_a_run} exists and is not a run directory"),
     bad("train", "--log", "mlflow", "--out", "{new}", error="argument --log: invalid choice: 'mlflow'"),
     bad("train", "--threads", "0", "--out", "{new}", error="--threads must be >= 1, got 0"),
+    bad("train", "--preset", "cpu-interleaved", "--set", "distinct_labels=true", "--out", "{new}",
+        error=r"distinct_labels needs at most L=2 classes per bursty context, got \(N-1\)/B=4"),
     bad("train", "--out", "{new}", env={"OMP_NUM_THREADS": "abc"}, error="OMP_NUM_THREADS='abc' is not a positive integer"),
     # sweep
     bad("sweep", "--grid", "K=", "--out", "{new}", error="grid values '' hold an empty item", entry_point=True),

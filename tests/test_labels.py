@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from icl_mech import ConfigError, preset, train
+from icl_mech.baselines import set_baselines
 from icl_mech.config import RunConfig, TaskConfig
 from icl_mech.ensemble import train_ensemble
 from icl_mech.model import build_model, query_logits
@@ -130,11 +131,18 @@ def test_cpu_reddy_reads_labels_from_the_context_above_chance_within_seconds(tmp
     probes = probe_run(run, steps=[0, 40], progress=False).set_index("step")
     assert probes.context_label_acc[0] < 0.3 and probes.context_label_acc[40] > 0.8
     assert probes.icl_acc[40] < 0.5 and set(probes.columns) >= {"icl_swap_acc", "iwl_iid_acc"}
+    # Beside the IWL accuracies, what they have to beat (icl_mech.baselines), the same each step.
+    levels = set_baselines(config.task, run.pool, run.eval_sets()["iwl_iid"])
+    for baseline in ("label_prior", "copy_if_present", "copy_else_prior"):
+        assert (probes[f"iwl_iid_{baseline}"] == levels[baseline]).all()
+    assert (probes.iwl_copy_if_present == 0).all()
 
 
 @pytest.fixture(scope="module")
 def reddy_sets():
-    task = TaskConfig(format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=2000, reddy_eval_sets=True)
+    task = TaskConfig(
+        format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=2000, distinct_labels=True, reddy_eval_sets=True
+    )
     pool = training_pool(task, 0)
     return task, pool, make_eval_sets(task, pool, 0)
 

@@ -17,6 +17,7 @@ from icl_mech.analysis.plotting import MissingRuns
 from icl_mech.analysis.sweep_table import Levels
 from icl_mech.cli import main
 from icl_mech.config import TaskConfig
+from icl_mech.baselines import set_baselines
 from icl_mech.run import load_run
 from icl_mech.sampler import make_eval_sets, training_pool
 from icl_mech.trainer import train
@@ -50,13 +51,21 @@ def test_phase_figure_of_a_b_by_k_sweep_averages_each_point_over_its_seeds(reddy
         for name in ("icl", "icl_swap", "iwl_iid"):  # Reddy's IWL is on classes drawn at random
             expected = np.mean([final[f"{name}_acc"] for final in finals])
             assert points.loc[(b, k), f"{name}_acc_mean"] == pytest.approx(expected, abs=1e-6)
+        runs = [load_run(reddy_sweep / f"B{b}-K{k:.0f}-seed{seed}") for seed in (0, 1)]
+        levels = [set_baselines(run.config.task, run.pool, run.eval_sets()["iwl_iid"]) for run in runs]
+        for baseline in ("label_prior", "copy_else_prior"):  # beside it, what needs no memory
+            expected = np.mean([level[baseline] for level in levels])
+            assert points.loc[(b, k), f"iwl_iid_{baseline}_mean"] == pytest.approx(expected, abs=1e-6)
+        assert points.loc[(b, k), "iwl_iid_copy_else_prior_mean"] > points.loc[(b, k), "iwl_iid_label_prior_mean"]
 
 
 def _table(**columns) -> pd.DataFrame:
-    """A load_sweeps-like table of made-up final accuracies."""
+    """A load_sweeps-like table of made-up final accuracies, and the IWL set's baselines that
+    ``phase.with_baselines`` would otherwise regenerate from each run."""
     size = len(next(iter(columns.values())))
     base = {"run": [f"r{i}" for i in range(size)], "frozen": "", "L": 32, "K": 1024.0, "seed": 0,
             "icl_swap_acc": np.nan, "iwl_iid_acc": np.nan, "iwl_acc": 0.0, "train_acc": 1.0,
+            "iwl_label_prior": 1 / 32, "iwl_copy_else_prior": 1 / 32,
             "final_step": 100, "t_icl": np.nan, "steps": 100, "uncommitted": True}
     return pd.DataFrame({**base, **columns})
 
@@ -126,6 +135,18 @@ def test_progress_measures_are_dated_from_their_trough_against_icls_jump():
     assert rise_step(steps, dipping, 0.5, from_trough=False) == 500  # from the first value: 0.2 -> 0.6
     with pytest.raises(ValueError, match="interleaved run"):
         progress_onsets(table[["step", "icl_acc"]])
+
+
+def test_a_first_stage_bump_that_falls_back_does_not_date_a_measures_start():
+    """An induction score that rose at step 100 and fell back to its plateau until the jump at
+    1400 (a cpu-reddy seed): it starts with the jump, not at the bump."""
+    steps = np.arange(0, 2000, 100)
+    bumped = np.r_[0.12, 0.30, [0.13] * 12, 0.50, [0.90] * 5]
+    table = pd.DataFrame({"step": steps, "icl_acc": np.r_[0.03, [0.25] * 13, [0.95] * 6], "induction_L1H0": bumped})
+    onsets = progress_onsets(table).set_index("measure")
+    assert onsets.icl_jump_step.iloc[0] == 1400
+    assert onsets.start_step["induction_L1H0"] == 1400 and onsets.half_step["induction_L1H0"] == 1500
+    assert not onsets.starts_before_icl["induction_L1H0"]
 
 
 def test_a_progress_measure_that_never_rose_has_no_start_and_did_not_start_before_icl():

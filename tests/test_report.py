@@ -89,6 +89,7 @@ def test_report_of_an_attention_only_interleaved_run_shows_both_layers_and_skips
     tiny = SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=8)
     page = report_html(train(config, tmp_path / "run", progress=False), progress=False, llc=tiny)
     assert "no MLP sub-circuit" in page and "Verdict:" not in page
+    assert "chance (1/L) 0.500; <code>iwl</code>: label prior" in page  # the IWL baselines
     assert '"L1H0"' in page and page.count("data:image/png;base64,") == 4  # + LLC and its chain traces
     assert "Local learning coefficient over training" in page and "&quot;batch_size&quot;: 8" in page
 

@@ -6,7 +6,9 @@ accuracies at the end of training. Here the axes are whatever the sweeps vary be
 one sweep over B x K gives one diagram, one over zipf_alpha a curve); each point is the mean
 over its seeds. ICL is read on novel classes (and, where the runs have it, with swapped labels),
 IWL on classes drawn at random where the runs have that set (``TaskConfig.reddy_eval_sets``),
-else on contexts that lack the query's class.
+else on contexts that lack the query's class, beside what that set gives without memorizing
+any class (``icl_mech.baselines``): the label prior, and copying where the query's class is in
+the context with the label prior elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pandas as pd
 
 from icl_mech.analysis.plotting import MissingRuns, save, tick_swept
 from icl_mech.analysis.sweep_table import Levels, condition_columns, condition_label, plain_runs
+from icl_mech.baselines import set_baselines
 from icl_mech.readout import chance
+from icl_mech.run import Run
 
 #: Accuracy both abilities must reach at a point for it to count as coexistence.
 COEXISTENCE = 0.5
@@ -44,10 +48,36 @@ def ability_columns(table: pd.DataFrame) -> dict[str, str]:
     return columns
 
 
+#: The IWL baselines a phase diagram draws (``icl_mech.baselines``).
+PHASE_BASELINES = ("label_prior", "copy_else_prior")
+
+
+def iwl_column(columns: dict[str, str]) -> str:
+    """The IWL accuracy column among ``ability_columns`` (the last)."""
+    return list(columns)[-1]
+
+
+def with_baselines(runs: pd.DataFrame, iwl: str) -> pd.DataFrame:
+    """``runs`` with ``PHASE_BASELINES`` of the set behind the ``iwl`` accuracy column, as
+    ``{set}_{baseline}`` columns, from each run's regenerated evaluation sets (unless it has them)."""
+    name = iwl.removesuffix("_acc")
+    columns = [f"{name}_{baseline}" for baseline in PHASE_BASELINES]
+    if set(columns) <= set(runs):
+        return runs
+    values = []
+    for path in runs.run:
+        run = Run(path)
+        levels = set_baselines(run.config.task, run.pool, run.eval_sets()[name])
+        values.append([levels[baseline] for baseline in PHASE_BASELINES])
+    return runs.assign(**dict(zip(columns, np.array(values).T)))
+
+
 def phase_table(table: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
     """One row per point of ``fields``: run count, and each ability's mean and standard deviation
-    over the point's seeds."""
-    columns = list(ability_columns(table))
+    over the point's seeds, the IWL set's baselines' too."""
+    abilities = ability_columns(table)
+    name = iwl_column(abilities).removesuffix("_acc")
+    columns = list(abilities) + [f"{name}_{baseline}" for baseline in PHASE_BASELINES]
     grouped = table.groupby(fields, sort=True)[columns]
     points = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_sd"))
     points.insert(0, "runs", grouped.size())
@@ -59,17 +89,23 @@ def _tick(value: float) -> str:
 
 
 def _heatmaps(points: pd.DataFrame, fields: list[str], columns: dict[str, str]) -> plt.Figure:
-    """One panel per ability: x the last field, y the first, each cell its mean accuracy."""
+    """One panel per ability: x the last field, y the first, each cell its mean accuracy; IWL's
+    cells also what copying or the label prior gives there without memory (in brackets)."""
     y_field, x_field = fields
     figure, axes = plt.subplots(  # the last, narrow column holds the colour bar
         1, len(columns) + 1, figsize=(3.6 * len(columns) + 0.8, 3.4), width_ratios=[1] * len(columns) + [0.06]
     )
+    iwl = iwl_column(columns)
+    baseline = points.pivot(index=y_field, columns=x_field, values=f"{iwl.removesuffix('_acc')}_copy_else_prior_mean")
     for axis, (column, title) in zip(axes, columns.items()):
         grid = points.pivot(index=y_field, columns=x_field, values=f"{column}_mean")
         image = axis.imshow(grid.to_numpy(), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (row, col), value in np.ndenumerate(grid.to_numpy()):
-            axis.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+            text = f"{value:.2f}\n({baseline.to_numpy()[row, col]:.2f})" if column == iwl else f"{value:.2f}"
+            axis.text(col, row, text, ha="center", va="center", fontsize=7,
                       color="white" if value < 0.6 else "black")
+        if column == iwl:
+            title += "\n(in brackets: copy, else label prior)"
         axis.set_xticks(range(grid.shape[1]), [_tick(v) for v in grid.columns], fontsize=7)
         axis.set_yticks(range(grid.shape[0]), [_tick(v) for v in grid.index], fontsize=7)
         axis.set_xlabel(x_field)
@@ -86,6 +122,10 @@ def _curves(runs: pd.DataFrame, points: pd.DataFrame, field: str, columns: dict[
         axis.plot(points[field], points[f"{column}_mean"], "-o", color=f"C{index}", label=title)
         axis.plot(runs[field], runs[column], ".", color=f"C{index}", alpha=0.5)
     axis.axhline(level, color="gray", ls=":", label="chance")
+    name, color = iwl_column(columns).removesuffix("_acc"), f"C{len(columns) - 1}"
+    axis.plot(points[field], points[f"{name}_label_prior_mean"], "--", color=color, lw=1, label="IWL set: label prior")
+    axis.plot(points[field], points[f"{name}_copy_else_prior_mean"], "-.", color=color, lw=1,
+              label="IWL set: copy, else label prior")
     if field == "K":
         axis.set_xscale("log", base=2)
     tick_swept(axis.xaxis, points[field])
@@ -98,7 +138,7 @@ def _curves(runs: pd.DataFrame, points: pd.DataFrame, field: str, columns: dict[
 
 def phase_summary(points: pd.DataFrame, fields: list[str], columns: dict[str, str]) -> str:
     """Which ability each point selects (by mean accuracy), and where both reach ``COEXISTENCE``."""
-    icl, iwl = f"{next(iter(columns))}_mean", f"{list(columns)[-1]}_mean"
+    icl, iwl = f"{next(iter(columns))}_mean", f"{iwl_column(columns)}_mean"
     icl_wins, total = int((points[icl] > points[iwl]).sum()), len(points)
     both = points[(points[icl] >= COEXISTENCE) & (points[iwl] >= COEXISTENCE)]
     where = "; ".join(condition_label({f: _tick(row[f]) for f in fields}) for _, row in both.iterrows())
@@ -129,6 +169,7 @@ def phase_figure(table: pd.DataFrame, out_dir: Path, levels: Levels) -> str:
             f"phase needs whole-model runs that vary one or two fields besides seed; these vary {fields or 'none'}"
         )
     columns = ability_columns(runs)
+    runs = with_baselines(runs, iwl_column(columns))
     points = phase_table(runs, fields)
     if len(fields) == 2:
         figure = _heatmaps(points, fields, columns)
