@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "attention, MLP; training data; shorter SGLD chains than `icl-mech llc`'s defaults) and the "
         "run's config: one HTML file that opens without network (open it with #step=N to show "
         "checkpoint N's attention). On a 2-core CPU the shipped ICL run's report (15 checkpoints) "
-        "takes about 22 s, 13 s with --no-llc; the time grows with the number of checkpoints.",
+        "takes about 15 s, 10 s with --no-llc; the time grows with the number of checkpoints.",
     )
     add_run(parser)
     add_device(parser)
