@@ -25,7 +25,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
@@ -35,7 +34,9 @@ from icl_mech.analysis.transition import threshold_table
 from icl_mech.errors import ConfigError
 from icl_mech.run import load_run
 from icl_mech.theory.beta0 import initial_match_sharpness
-from icl_mech.theory.predictions import Interval, acquisition_probability, log_time_slope, predicted_threshold
+from icl_mech.theory.predictions import (
+    Interval, acquisition_probability, clopper_pearson, log_time_slope, predicted_threshold,
+)
 from icl_mech.theory.residual import C1, memorization_integral
 
 #: K = infinity seeds needed at each N: T3's slope and T4's F_inf are statements about the spread
@@ -151,11 +152,6 @@ def memorization_law(memorizing: pd.DataFrame, curves: dict, horizon: float) -> 
         ) from None
 
 
-def _binomial_interval(successes: int, trials: int) -> tuple[float, float]:
-    interval = stats.binomtest(successes, trials).proportion_ci(method="exact")
-    return float(interval.low), float(interval.high)
-
-
 def _interval_dict(interval: Interval | None, why: str = "") -> dict[str, Any]:
     if interval is None:
         return {"slope": None, "low": None, "high": None, "n": 0, "why": why}
@@ -227,11 +223,11 @@ def _measured(sweep: pd.DataFrame, levels: Levels) -> dict[str, Any]:
         return {"K": [], "fraction": [], "fraction_low": [], "fraction_high": [], "n_seeds": [],
                 "kstar": None, "kstar_lo": None, "kstar_hi": None, "kstar_bound": "no K sweep at this N"}
     per_k = sweep.groupby("K").icl_acc.agg(reached=lambda acc: int((acc >= levels.outcome).sum()), n="size")
-    intervals = [_binomial_interval(r, n) for r, n in zip(per_k.reached, per_k.n)]
+    low, high = clopper_pearson(per_k.reached.to_numpy(), per_k.n.to_numpy())
     (threshold,) = threshold_table(sweep, levels, ["N"]).itertuples()
     return {
         "K": per_k.index.tolist(), "fraction": (per_k.reached / per_k.n).tolist(),
-        "fraction_low": [low for low, _ in intervals], "fraction_high": [high for _, high in intervals],
+        "fraction_low": low.tolist(), "fraction_high": high.tolist(),
         "n_seeds": per_k.n.tolist(), "kstar": threshold.K_star, "kstar_lo": threshold.K_star_low,
         "kstar_hi": threshold.K_star_high, "kstar_bound": threshold.K_star_bound or threshold.K_star_why,
     }

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from scipy import stats
 
 from icl_mech.errors import ConfigError
@@ -53,11 +53,20 @@ def acquisition_probability(
     times = _censored(t_icl_inf)
     n = times.size
     reached = np.searchsorted(times, np.asarray(memorized, dtype=float) / C1_UNMEMORIZED, side="right")
+    return (reached / n, *clopper_pearson(reached, n, level))
+
+
+def clopper_pearson(
+    successes: Int[np.ndarray, " points"] | int, trials: Int[np.ndarray, " points"] | int, level: float = 0.95
+) -> tuple[Float[np.ndarray, " points"], Float[np.ndarray, " points"]]:
+    """The exact (Clopper-Pearson) binomial interval of ``successes`` out of ``trials``, elementwise:
+    (low, high), 0 and 1 at the ends."""
+    successes, trials = np.asarray(successes), np.asarray(trials)
     tail = (1 - level) / 2
     with np.errstate(invalid="ignore"):
-        low = np.where(reached > 0, stats.beta.ppf(tail, reached, n - reached + 1), 0.0)
-        high = np.where(reached < n, stats.beta.ppf(1 - tail, reached + 1, n - reached), 1.0)
-    return reached / n, low, high
+        low = np.where(successes > 0, stats.beta.ppf(tail, successes, trials - successes + 1), 0.0)
+        high = np.where(successes < trials, stats.beta.ppf(1 - tail, successes + 1, trials - successes), 1.0)
+    return low, high
 
 
 def median_interval_ranks(n: int, level: float = 0.95) -> tuple[int, int] | None:
