@@ -84,6 +84,9 @@ theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against
     sweep theory_sgd_ksweep --grid K=256,512,...,8192 --grid seed=0..3 --set stop_icl_acc=0.95 "${sgd[@]}" --ensemble 6
     icl-mech theory --sweep "$SWEEPS/theory_sgd_kinf" --sweep "$SWEEPS/theory_sgd_memorization" \
         --sweep "$SWEEPS/theory_sgd_ksweep" --out "$FIGURES/theory_sgd"
+    # T5: ICL's fade under attention weight decay, 8000 steps at K = 4096.
+    sweep theory_sgd_transience --preset cpu-sgd --grid weight_decay_attn=0,0.01,0.03,0.1 --grid seed=0..1 \
+        --set K=4096 --set steps=8000 --set eval_every=100 --set checkpoint_every=1000
     echo "theory: $((SECONDS - began)) s"
 }
 case "$PART" in
