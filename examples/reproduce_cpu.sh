@@ -3,7 +3,8 @@
 #
 #   bash examples/reproduce_cpu.sh [OUT] [WORKERS] [PART]     (defaults: ./repro, 2, all)
 #
-# PART `reddy` runs only the sweeps and figures of Reddy (2024)'s setting (docs/REDDY.md).
+# PART `reddy` runs only the sweeps and figures of Reddy (2024)'s setting (docs/REDDY.md); PART
+# `theory` only those behind docs/THEORY.md's measured verdicts.
 # Each sweep skips finished runs and resumes interrupted ones, so re-running the script after an
 # interruption picks up where it stopped. It prints each sweep's wall-clock time and the total.
 set -euo pipefail
@@ -56,15 +57,44 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
     icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1.5-seed0" --circuit induction  # both abilities
     echo "reddy: $((SECONDS - began)) s"
 }
-if [ "$PART" = reddy ]; then
-    reddy
-    exit 0
-fi
+transition_n20() {  # Claims 1 and 4: the transition in K at N = 20, and t_ICL across seeds (more
+    # seeds near K* and above it, where the long tail and the bimodal split show).
+    sweep transition_n20 --grid K=256,512,...,4096 --grid seed=0..7 "${BUDGET[@]}"
+    sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
+}
 
-# Claims 1 and 4: the transition in K at N = 20, and t_ICL across seeds (more seeds near K*
-# and above it, where the long tail and the bimodal split show).
-sweep transition_n20 --grid K=256,512,...,4096 --grid seed=0..7 "${BUDGET[@]}"
-sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
+theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against runs (cpu preset)
+    local began=$SECONDS
+    # T3 and T4's F_inf: 32 seeds at K = infinity at each of two N, until ICL accuracy 0.95.
+    sweep theory_kinf --grid K=inf --grid N=20,30 --grid seed=0..31 --set stop_icl_acc=0.95 \
+        --set steps=6000 --ensemble 8
+    # T1: the MLP alone (attention frozen), logging its residual c1 every 25 steps.
+    sweep theory_memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
+        --set steps=3000 --set eval_every=25
+    # T4: the measured share of ICL seeds per K is claim 1's K sweep.
+    transition_n20
+    icl-mech theory --sweep "$SWEEPS/theory_kinf" --sweep "$SWEEPS/theory_memorization" \
+        --sweep "$SWEEPS/transition_n20" --out "$FIGURES/theory"
+    # The same under plain SGD (cpu-sgd, the flow's own assumption): 16 seeds at K = infinity, and
+    # a K sweep of 4 seeds per K; 6000 steps.
+    local sgd=(--preset cpu-sgd --set steps=6000)
+    sweep theory_sgd_kinf --grid K=inf --grid N=20,30 --grid seed=0..15 --set stop_icl_acc=0.95 "${sgd[@]}" --ensemble 8
+    sweep theory_sgd_memorization --grid K=128,256,...,8192 --grid seed=0..1 --set frozen=attn \
+        --set eval_every=25 "${sgd[@]}" --ensemble 7
+    sweep theory_sgd_ksweep --grid K=256,512,...,8192 --grid seed=0..3 --set stop_icl_acc=0.95 "${sgd[@]}" --ensemble 6
+    icl-mech theory --sweep "$SWEEPS/theory_sgd_kinf" --sweep "$SWEEPS/theory_sgd_memorization" \
+        --sweep "$SWEEPS/theory_sgd_ksweep" --out "$FIGURES/theory_sgd"
+    # T5: ICL's fade under attention weight decay, 8000 steps at K = 4096.
+    sweep theory_sgd_transience --preset cpu-sgd --grid weight_decay_attn=0,0.01,0.03,0.1 --grid seed=0..1 \
+        --set K=4096 --set steps=8000 --set eval_every=100 --set checkpoint_every=1000
+    echo "theory: $((SECONDS - began)) s"
+}
+case "$PART" in
+    reddy) reddy; exit 0 ;;
+    theory) theory; exit 0 ;;
+esac
+
+transition_n20
 # Claim 3: the MLP alone memorizing K items (attention frozen at its initialization) ...
 sweep memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
     --set steps=3000 --set eval_every=25

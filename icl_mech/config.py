@@ -23,6 +23,8 @@ BURSTINESS_MODES = ("bursty", "iid", "no_repeats")
 #: each its own token, x_1, l_1, ..., x_n, l_n, x_q, so reading the context takes an induction head.
 FORMATS = ("paired", "interleaved")
 OPTIMIZERS = ("sgd", "adam")
+#: ModelConfig.attention: the transformer's own attention, or the theory's reduced network.
+ATTENTIONS = ("full", "reduced")
 #: Sub-circuits that TrainConfig.frozen can hold at their initial weights.
 FREEZABLE = ("attn", "mlp")
 
@@ -227,8 +229,18 @@ class ModelConfig(_ConfigDict):
     attn_only: bool = False
     #: Attention logits are q.k / attn_scale; the paper uses 1.0 (no 1/sqrt(d_head)).
     attn_scale: float = 1.0
+    #: "full": the transformer's attention; "reduced": the theory's reduced network, the same MLP
+    #: on the query plus a scalar match sharpness beta and readout w over the context's labels
+    #: (icl_mech.theory.reduced_network; one block, paired format, L = 2).
+    attention: str = "full"
 
     def __post_init__(self) -> None:
+        _require(self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        _require(
+            self.attention == "full" or (self.n_layers, self.n_heads, self.attn_only) == (1, 1, False),
+            "attention='reduced' is one block with one head and an MLP (the MLP is the theory's phi); got "
+            f"n_layers={self.n_layers!r}, n_heads={self.n_heads!r}, attn_only={self.attn_only!r}",
+        )
         _require(self.n_layers >= 1, f"n_layers must be >= 1, got {self.n_layers!r}")
         _require(self.n_heads >= 1, f"n_heads must be >= 1, got {self.n_heads!r}")
         _require(self.d_mlp >= 1, f"d_mlp must be >= 1, got {self.d_mlp!r}")
@@ -325,6 +337,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     #: Optimisation and checkpointing.
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.model.attention == "full" or (self.task.format, self.task.L) == ("paired", 2),
+            "attention='reduced' reads one label +1/-1 per paired token: it needs format='paired' and L=2, "
+            f"got format={self.task.format!r}, L={self.task.L!r}",
+        )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: getattr(self, name).to_dict() for name in _SECTIONS}

@@ -38,6 +38,10 @@ class IclTransformer(HookedTransformer):
     the tokens themselves). The state dict is a plain HookedTransformer's.
     """
 
+    #: Whether the attention is the theory's reduced one (``icl_mech.theory.reduced_network``),
+    #: which brings its own query path; ``query_logits`` hands such a model to it.
+    reduced = False
+
     def __init__(self, cfg: HookedTransformerConfig, token_format: str = "paired"):
         super().__init__(cfg)
         self.token_format = token_format
@@ -109,6 +113,10 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> IclTra
         warnings.filterwarnings(
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
         )
+        if config.model.attention == "reduced":  # the same draws, so phi starts as the full network's
+            from icl_mech.theory.reduced_network import ReducedNetwork
+
+            return ReducedNetwork(hooked_config(config, device), config.task.D)
         model = IclTransformer(hooked_config(config, device), config.task.format)
     for block in model.blocks:
         for name in ATTENTION_BIASES:
@@ -156,6 +164,8 @@ def query_logits(
     in the model's parameters, so ``torch.func.functional_call`` + ``vmap`` batch it over an
     ensemble (icl_mech.ensemble).
     """
+    if model.reduced:
+        return model.query_logits(tokens)
     resid = model.embed_tokens(tokens)
     for block in model.blocks[:-1]:
         resid = block(resid)
@@ -175,7 +185,16 @@ def query_logits(
     mixed = standard_mix * ln1.w + ln1.b
     z = attn.hook_z((torch.einsum("bhd,hde->bhe", mixed, attn.W_V) + attn.b_V)[:, None])[:, 0]
     attn_out = block.hook_attn_out((torch.einsum("bhe,hed->bd", z, attn.W_O) + attn.b_O)[:, None])[:, 0]
-    resid_q = resid[:, -1] + attn_out
+    return query_readout(model, resid[:, -1] + attn_out)
+
+
+def query_readout(
+    model: IclTransformer, resid_q: Float[Tensor, "batch d_model"]
+) -> Float[Tensor, "batch n_logits"]:
+    """The query's logits from its residual after the last block's attention: that block's MLP
+    (``hook_mlp_in`` and ``hook_mlp_out`` called at the query), the final LayerNorm and the
+    unembedding, on the query alone."""
+    block, eps = model.blocks[-1], model.cfg.eps
     if not model.cfg.attn_only:
         mlp, ln2 = block.mlp, block.ln2
         # What the MLP reads; a hook there (path ablations) changes the MLP's input only, as in

@@ -120,6 +120,10 @@ BAD_INPUTS = [
     bad("train", "--preset", "cpu-interleaved", "--set", "distinct_labels=true", "--out", "{new}",
         error=r"distinct_labels needs at most L=2 classes per bursty context, got \(N-1\)/B=4"),
     bad("train", "--out", "{new}", env={"OMP_NUM_THREADS": "abc"}, error="OMP_NUM_THREADS='abc' is not a positive integer"),
+    bad("train", "--set", "attention=reduced", "--set", "n_layers=2", "--out", "{new}",
+        error="attention='reduced' is one block with one head and an MLP"),
+    bad("train", "--set", "attention=reduced", "--set", "L=4", "--out", "{new}",
+        error="attention='reduced' reads one label \\+1/-1 per paired token: it needs format='paired' and L=2"),
     # sweep
     bad("sweep", "--grid", "K=", "--out", "{new}", error="grid values '' hold an empty item", entry_point=True),
     bad("sweep", "--grid", "seed=3..1", "--out", "{new}", error="range '3..1' is empty"),

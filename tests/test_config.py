@@ -51,6 +51,12 @@ def test_paper_preset_holds_the_papers_settings():
     assert (config.model.n_layers, config.model.n_heads, config.model.d_mlp) == (1, 1, 512)
 
 
+def test_cpu_sgd_preset_is_the_cpu_preset_under_plain_sgd_at_the_papers_batch():
+    cpu, sgd = preset("cpu"), preset("cpu-sgd")
+    assert (sgd.train.optimizer, sgd.train.lr, sgd.train.batch_size) == ("sgd", 0.1, 128)
+    assert sgd.override(optimizer="adam", lr=cpu.train.lr) == cpu
+
+
 def test_command_line_values_parse_to_config_types():
     assert parse_value("inf") is None
     assert parse_value("64") == 64 and parse_value("3e-3") == 3e-3

@@ -50,6 +50,7 @@ def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(ti
     result = json.loads((tmp_path / "out" / "theory.json").read_text())
     assert len(result["runs"]) == 5 + 6 + 3
     assert result["predicted"]["20"]["kstar"] is None  # every K = infinity seed is censored: K* infinite
+    assert result["predicted"]["20"]["censored_above_I_K"] == 2  # censored from the first run's end, step 4
     assert result["measured"]["20"]["n_seeds"] == [2, 2, 2]
 
 
@@ -91,6 +92,7 @@ def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_t
     assert t3["slope"] == pytest.approx(-1, abs=0.01) and t3["n"] == 5
     predicted, measured = result["predicted"]["20"], result["measured"]["20"]
     assert predicted["kstar"] == pytest.approx(128, rel=1e-6)
+    assert predicted["censored_above_I_K"] is None  # every K = infinity seed reached ICL: nothing censored
     assert predicted["K"] == [64, 128, 256] and predicted["p_icl"][0] < 0.5 <= predicted["p_icl"][2]
     assert measured["fraction"] == [0, 0.5, 1] and measured["n_seeds"] == [2, 2, 2]
     assert {row["part"] for row in result["runs"]} == {"memorization", "K=inf", "K sweep"}

@@ -213,8 +213,9 @@ def _predicted(t_inf: np.ndarray, law: PowerLawFit, horizon: float, k_values: np
         "horizon": horizon, "seeds": int(t_inf.size), "K": swept.tolist(), "p_icl": p.tolist(),
         "p_icl_low": low.tolist(), "p_icl_high": high.tolist(),
         "kstar": k_star.value, "kstar_lo": k_star.low, "kstar_hi": k_star.high,
-        # F_inf is known up to the K = infinity runs' end: past it P_ICL is a lower bound
-        "censored_above_I_K": float(infinite.final_step.min()) / 2,
+        # F_inf is known up to the end of the first K = infinity run that never reached ICL: past
+        # it P_ICL is a lower bound (a run that stopped on reaching ICL censors nothing)
+        "censored_above_I_K": np.min(infinite.final_step[infinite.t_icl.isna()].to_numpy(float), initial=math.inf) / 2,
     }
 
 
