@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 
@@ -39,3 +43,23 @@ def test_minimal_model_at_its_start_answers_with_the_classifier_alone():
 def test_minimal_model_refuses_the_paired_format():
     with pytest.raises(ValueError, match="interleaved"):
         train_minimal(preset("cpu").override(steps=1))
+
+
+def _example_script():
+    path = Path(__file__).parents[1] / "examples" / "reddy_minimal_model.py"
+    spec = importlib.util.spec_from_file_location("reddy_minimal_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_script_trains_one_model_per_grid_point_and_refuses_a_bad_point_in_one_line(tmp_path, capsys):
+    script = _example_script()
+    out = tmp_path / "grid.csv"
+    args = ["--grid", "K=64,128", "--set", "steps=2", "--set", "eval_size=16", "--out", str(out)]
+    assert script.main(args) == 0
+    table = pd.read_csv(out)
+    assert list(table.K) == [64, 128] and (table.step == 2).all() and {"icl_acc", "iwl_iid_acc", "match"} <= set(table.columns)
+    assert script.main(["--grid", "K=63", "--out", str(tmp_path / "bad.csv")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "K=63 must be a multiple of L=32" in error and not (tmp_path / "bad.csv").exists()
