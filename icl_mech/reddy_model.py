@@ -25,7 +25,6 @@ from collections.abc import Iterable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
