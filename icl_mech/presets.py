@@ -77,7 +77,8 @@ CPU_INTERLEAVED: dict[str, dict[str, Any]] = {
 #: Reddy (2024, arXiv 2312.03002)'s own setting, as close as this model comes (docs/REDDY.md
 #: gives each field's source and the differences): 8 (item, label) pairs, items from K = 512
 #: classes with within-class noise 0.1, L = 32 labels read out by a softmax, bursty contexts
-#: (B = 2: 4 classes twice each), two attention layers and an MLP readout; SGD, batch 128.
+#: (B = 2: 4 classes twice each), two attention layers and an MLP readout; his optimizer: plain
+#: SGD, lr 0.01, weight decay 1e-6, batch 128, about 10^5 iterations (docs/REDDY.md: sources).
 REDDY2024: dict[str, dict[str, Any]] = {
     "task": {
         "format": "interleaved",
@@ -99,6 +100,8 @@ REDDY2024: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "optimizer": "sgd",
         "lr": 0.01,
+        "weight_decay": 1e-6,
+        "weight_decay_attn": 1e-6,
         "eval_every": 500,
         "checkpoint_every": 2500,
     },

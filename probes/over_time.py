@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -18,7 +19,6 @@ from probes.ablation import EVAL_SETS, ablation_effect, judged_sets
 from probes.attribution import attribution_toward_target
 from probes.circuits import Head, Site, circuit_sites
 from probes.head_scores import match_chance, match_score, previous_token_score
-from probes.induction_model import induction_fit
 from probes.interleaved_scores import (
     INTERLEAVED_SCORES,
     context_label_accuracy,
@@ -27,6 +27,7 @@ from probes.interleaved_scores import (
     label_previous_token_chance,
     label_tokens,
 )
+from probes.nested_logits import nested_logits_fit
 
 Probe = Callable[[HookedTransformer], dict[str, float]]
 
@@ -86,7 +87,7 @@ def probe_summary(
 ) -> dict[str, float]:
     """Accuracies on ``judged_sets`` (and ``chance``, 1/L) with ``baselines`` beside them (the
     IWL sets' label-prior and copy levels, ``icl_mech.baselines``), attention-pattern scores per head (on the ICL set;
-    interleaved runs add their circuit's scores and the two-parameter induction-head model's fit) and
+    interleaved runs add their circuit's scores and Reddy's three nested logits, ``nl_*``) and
     the mean direct logit attribution toward the correct label of every component (on the ICL
     and the IWL set)."""
     row: dict[str, float] = {"chance": chance(n_labels(model))}
@@ -101,9 +102,7 @@ def probe_summary(
         row["label_previous_token_chance"] = label_previous_token_chance(icl)
         row["label_attention_chance"] = label_attention_chance(icl)
         row["context_label_acc"] = context_label_accuracy(model, icl)
-        fit = induction_fit(model, icl)
-        row |= {"ih_beta": fit.beta, "ih_gamma": fit.gamma, "ih_model_target_prob": fit.model_target_prob,
-                "ih_network_target_prob": fit.network_target_prob}
+        row |= {f"nl_{name}": value for name, value in dataclasses.asdict(nested_logits_fit(model, icl)).items()}
     for score_name, score in scores.items():
         for index, value in enumerate(score(model, icl).flatten().tolist()):
             layer, head = divmod(index, n_heads)

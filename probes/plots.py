@@ -104,15 +104,15 @@ METRICS_PANELS: Panels = [
 def probe_panels(table: pd.DataFrame) -> Panels:
     """``probes.over_time.probe_run``'s table: accuracy, attention scores per head, direct logit
     attribution of every component on the ICL and IWL sets; for an interleaved run also its
-    two-layer circuit's scores and the two-parameter induction-head model's fit."""
+    two-layer circuit's scores and Reddy's three nested logits fitted to it."""
     circuit = [
         column for prefix in ("induction_L", "label_previous_token_L", "label_attention_L")
         for column in _starting(table, prefix)
     ]
     interleaved: Panels = [
         ("interleaved circuit score", circuit),
-        ("induction-head model parameter", ["ih_beta", "ih_gamma"]),
-        ("P(right label), model and network", ["ih_model_target_prob", "ih_network_target_prob"]),
+        ("nested logits: match (beta), readout (xi)", ["nl_match", "nl_readout"]),
+        ("P(right label), nested logits and network", ["nl_model_target_prob", "nl_network_target_prob"]),
     ] if circuit else []
     return [
         ("accuracy", [f"{name}_acc" for name in _sets(table)] + _starting(table, "context_label")),

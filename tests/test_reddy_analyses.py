@@ -1,7 +1,7 @@
 """Reddy (2024)'s analyses: phase diagrams of final ICL and IWL over swept data fields
 (icl_mech.analysis.phase, `icl-mech figures --only phase`), the dating of his progress
-measures against ICL's jump (probes.progress) and the two-parameter induction-head model
-(probes.induction_model)."""
+measures against ICL's jump (probes.progress) and his three nested logits set beside a
+checkpoint (probes.nested_logits)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from icl_mech.run import load_run
 from icl_mech.sampler import make_eval_sets, training_pool
 from icl_mech.trainer import train
 from drawn_figures import record_saved_figures, tick_labels
-from probes.induction_model import context_of, fit_induction_model, model_log_probs
+from icl_mech.reddy_model import context_of, icl_logits
+from probes.interleaved_scores import label_previous_token_score
+from probes.nested_logits import carried_items, fit_nested_logits, nested_logits_fit
 from probes.progress import progress_onsets, rise_step
 
 TINY = {"steps": 10, "eval_every": 5, "checkpoint_every": 10, "eval_size": 64, "batch_size": 32}
@@ -170,19 +172,30 @@ def test_viz_shows_reddys_sets_and_names_a_run_without_them(reddy_sweep, tmp_pat
     assert not (tmp_path / "swap.html").exists()
 
 
-def test_induction_model_recovers_known_parameters_and_reads_items_and_labels_from_tokens():
+def test_nested_logits_recover_a_known_match_and_readout_from_items_and_labels_read_off_tokens():
     task = TaskConfig(format="interleaved", K=256, N=9, D=15, L=32, B=2, eval_size=500, reddy_eval_sets=True)
     icl = make_eval_sets(task, training_pool(task, 0), 0)["icl"]
-    similarity, labels = context_of(icl, 32)
+    query, items, labels = context_of(icl, 32)
     assert torch.equal(labels, icl.labels[:, 1:-1:2])  # each label token's label
-    query_item = icl.item_ids[:, -1:]
-    matching = icl.item_ids[:, :-1:2] == query_item  # the query's class, B = 2 times in each context
+    similarity = torch.einsum("bpd,bd->bp", items, query)
+    matching = icl.item_ids[:, :-1:2] == icl.item_ids[:, -1:]  # the query's class, B = 2 times in each context
     assert (matching.sum(dim=1) == 2).all()
     # items have norm about 1 and independent classes are near-orthogonal
     assert similarity[matching].mean() > 0.9 and similarity[~matching].abs().mean() < 0.3
-    target = model_log_probs(torch.tensor(6.0), torch.tensor(4.0), similarity, labels, 32).exp()
-    beta, gamma = fit_induction_model(target, similarity, labels)
-    assert beta == pytest.approx(6.0, rel=0.02) and gamma == pytest.approx(4.0, rel=0.02)
+    target = torch.softmax(icl_logits(torch.tensor(6.0), torch.tensor(4.0), similarity, labels, 32), dim=-1)
+    match, readout = fit_nested_logits(target, similarity, labels)
+    assert match == pytest.approx(6.0, rel=0.02) and readout == pytest.approx(4.0, rel=0.02)
+
+
+def test_nested_logits_read_the_previous_token_share_from_layer_0_and_judge_each_sequence(reddy_sweep):
+    run = load_run(reddy_sweep / "B2-K256-seed0")
+    model, icl = run.model(), run.eval_sets()["icl"]
+    carried = carried_items(model, icl)  # one head: its label tokens' attention to their items
+    assert carried.shape == (len(icl),) and ((carried > 0) & (carried < 1)).all()
+    assert carried.mean().item() == pytest.approx(label_previous_token_score(model, icl)[0, 0].item(), rel=1e-5)
+    fit = nested_logits_fit(model, icl)
+    assert fit.carried == pytest.approx(carried.mean().item())
+    assert abs(fit.model_target_prob - fit.network_target_prob) < 0.05 and -1 <= fit.sequence_corr <= 1
 
 
 def test_figures_where_reads_one_slice_of_pooled_sweeps(reddy_sweep, tmp_path, capsys):
