@@ -9,6 +9,9 @@ I_K = A K^nu at the runs' last step, and T4's K* (2 I_K* = the median K = infini
 N of ``icl-mech theory``'s K = infinity runs.
 
     python examples/iwl_residual.py --sweep MEMORIZATION_SWEEP --theory THEORY_DIR/theory.json
+
+It reads runs trained before the trainer logged this residual (``iwl_residual``) at every
+evaluation; on newer runs the logged column has the finer resolution.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from icl_mech import load_run, readout
+from icl_mech import load_run
 from icl_mech.analysis.fits import fit_power_law
 from icl_mech.model import query_logits
 from icl_mech.theory.predictions import predicted_threshold
-from icl_mech.theory.residual import memorization_integral
+from icl_mech.theory.residual import memorization_integral, target_residual
 
 
 @torch.no_grad()
@@ -35,9 +38,8 @@ def iwl_memorization_integral(run_dir: Path) -> tuple[int, float, float]:
     iwl = run.eval_sets()["iwl"]
     steps, residual = [], []
     for step, model in run.models():
-        p = readout.probabilities(query_logits(model, iwl.tokens)).gather(-1, iwl.targets[:, None])
         steps.append(step)
-        residual.append(1 - p.mean().item())
+        residual.append(target_residual(query_logits(model, iwl.tokens), iwl.targets).item())
     return run.config.task.K, steps[-1], float(memorization_integral(np.array(steps, float), np.array(residual))[-1])
 
 

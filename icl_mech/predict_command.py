@@ -1,4 +1,5 @@
-"""``icl-mech predict``: K*(N) from memorization and K = infinity runs, before any run near K*."""
+"""``icl-mech predict``: K*(N) from memorization and K = infinity runs, before any run near K*, by
+the theory's T4 (``icl_mech.analysis.prediction``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 from icl_mech.arguments import LEVEL_HELP, add_level_options, levels_from, sweep_directory
 from icl_mech.errors import ConfigError
 
-#: The accuracy levels the prediction reads runs with.
-LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "memorized")}
+#: The accuracy levels the prediction reads runs with: t_ICL, and K* of the --measured sweeps.
+LEVELS = {name: LEVEL_HELP[name] for name in ("icl",)}
 
 
 def parse_n_values(text: str) -> list[int]:
@@ -43,17 +44,22 @@ def run(args: argparse.Namespace) -> int:
         elif measured is not None:
             line += f"; measured K* {row.K_star:.0f} [{row.K_star_low:.0f}, {row.K_star_high:.0f}]"
         print(line)
-    print(f"nu {result.nu.iloc[0]:.3f}, A {result.prefactor.iloc[0]:.3g}; written to {out / 'predict.png'} and .csv")
+    print(
+        f"I_K at step {result.horizon.iloc[0]:.0f} = {result.prefactor.iloc[0]:.3g} K^{result.nu.iloc[0]:.3f}; "
+        f"written to {out / 'predict.png'} and .csv"
+    )
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict", help="predict K*(N) from memorization and K=inf runs (the kinetic argument)",
-        description="ICL wins when it is learned before the items are memorized: fit the memorization "
-        "time I_K = A K^nu on frozen-attention runs, take t_ICL(N) (median over seeds) from K=inf "
-        "runs, and solve A K*^nu = t_ICL(N), with a bootstrap 95% interval. Writes predict.png and "
-        "predict.csv; with --measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
+        description="The theory's T4 (docs/THEORY.md): ICL wins when its threshold, half the time to learn "
+        "it at K=inf, is met before the items are memorized. Fit the memorization integral I_K = A K^nu "
+        "(the integral of the IWL-set residual 1 - p(target), logged as iwl_residual) at the last step of "
+        "frozen-attention runs, take t_ICL(N) (median over seeds) from K=inf runs, and solve "
+        "2 A K*^nu = t_ICL(N), with a bootstrap 95% interval. Writes predict.png and predict.csv; with "
+        "--measured, K*(N) fitted on transition sweeps is drawn on the same axes.",
     )
     parser.add_argument(
         "--sweep", action="append", required=True, type=sweep_directory,

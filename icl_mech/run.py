@@ -21,7 +21,7 @@ from icl_mech.config import RunConfig
 from icl_mech.errors import CheckpointError, RunError
 from icl_mech.model import build_model
 from icl_mech.sampler import Batch, ItemPool, eval_set_names, make_eval_sets, training_pool
-from icl_mech.theory.residual import C1
+from icl_mech.theory.residual import RESIDUALS
 
 
 class Run:
@@ -51,12 +51,13 @@ class Run:
     def metrics(self) -> pd.DataFrame:
         """One row per evaluated step: step, and loss and accuracy on every evaluation set
         (``{set}_loss``, ``{set}_acc``: train, icl, iwl, and Reddy's icl_swap, iwl_iid if made),
-        then ``c1``, the MLP's residual over the training items, where the run logged it
-        (finite K, paired format: ``icl_mech.theory.residual``)."""
+        then ``c1``, the MLP's residual over the training items, and ``iwl_residual``, the
+        network's on the IWL set, where the run logged them (finite K, paired format:
+        ``icl_mech.theory.residual``; runs trained before iwl_residual was logged have c1 only)."""
         rows = storage.read_json_lines(self.path / storage.METRICS)
         sets = eval_set_names(self.config.task)
         columns = ["step", *(f"{name}_{what}" for name in sets for what in ("loss", "acc"))]
-        return pd.DataFrame(rows, columns=columns + ([C1] if any(C1 in row for row in rows) else []))
+        return pd.DataFrame(rows, columns=columns + [name for name in RESIDUALS if any(name in row for row in rows)])
 
     @property
     def status(self) -> dict[str, Any] | None:

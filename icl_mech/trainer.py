@@ -51,7 +51,7 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
-from icl_mech.theory.residual import C1, item_queries, mlp_residual
+from icl_mech.theory.residual import IWL_RESIDUAL, RESIDUALS, item_queries, mlp_residual, target_residual
 from icl_mech.writer import BackgroundWriter
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.
@@ -237,7 +237,8 @@ def open_member(
 
 def residual_items(member: Member) -> tuple[Tensor, Tensor] | None:
     """The query tokens and labels of a member's K training items, over which its evaluation logs
-    c1, the MLP's residual (``icl_mech.theory.residual``); None where there is no c1 to log:
+    c1, the MLP's residual (``icl_mech.theory.residual``), and beside it the IWL-set residual;
+    None where there are no residuals to log:
     K = infinity (no items to memorize) or the interleaved format (its query token carries a
     position, so the attention-free path is not the paired model's phi)."""
     if member.pool is None or member.config.task.format != "paired":
@@ -246,8 +247,9 @@ def residual_items(member: Member) -> tuple[Tensor, Tensor] | None:
 
 
 class _Evaluation:
-    """Every member's loss and accuracy on each of its evaluation sets at one step, and c1 where
-    the member has training items (``residual_items``), read back to the host in one transfer.
+    """Every member's loss and accuracy on each of its evaluation sets at one step, and the
+    residuals c1 and iwl_residual where the member has training items (``residual_items``), read
+    back to the host in one transfer.
     On CUDA the pass over all members is one captured graph (the sets never change, so the graph's
     inputs are fixed); elsewhere only the members asked for are evaluated."""
 
@@ -256,7 +258,7 @@ class _Evaluation:
         self.items = [residual_items(member) for member in members]
         self.columns = [f"{name}_{what}" for name in members[0].eval_sets for what in ("loss", "acc")]
         if any(items is not None for items in self.items):
-            self.columns.append(C1)
+            self.columns.extend(RESIDUALS)
         self.captured = captures(device, capture)
         self._output: dict[str, Tensor] = {}
         if self.captured:
@@ -267,13 +269,15 @@ class _Evaluation:
         rows = []
         for index in indices:
             member, items = self.members[index], self.items[index]
+            logits = {name: query_logits(member.model, batch.tokens) for name, batch in member.eval_sets.items()}
             values = [
-                value
-                for batch in member.eval_sets.values()
-                for value in loss_and_accuracy(query_logits(member.model, batch.tokens), batch.targets)
+                value for name, batch in member.eval_sets.items() for value in loss_and_accuracy(logits[name], batch.targets)
             ]
-            if C1 in self.columns:  # NaN for a member without items, dropped from its row
-                values.append(mlp_residual(member.model, *items) if items else torch.full((), float("nan"), device=values[0].device))
+            if self.columns[-1] == IWL_RESIDUAL:  # NaN for a member without items, dropped from its row
+                if items:
+                    values += [mlp_residual(member.model, *items), target_residual(logits["iwl"], member.eval_sets["iwl"].targets)]
+                else:
+                    values += [torch.full((), float("nan"), device=values[0].device)] * len(RESIDUALS)
             rows.append(torch.stack(values))
         return torch.stack(rows)
 
@@ -289,7 +293,8 @@ class _Evaluation:
         rows = {index: dict(zip(self.columns, row)) for index, row in zip(indices, values.tolist())}
         for index, row in rows.items():
             if self.items[index] is None:
-                row.pop(C1, None)
+                for column in RESIDUALS:
+                    row.pop(column, None)
         return rows
 
 

@@ -201,7 +201,7 @@ BAD_INPUTS = [
     bad("predict", "--sweep", "{one_run_sweep}", "--measured", "{run}", "--N", "10",
         error="argument --measured: {run} is a run directory, not a sweep"),
     bad("predict", "--sweep", "{empty_dir}", "--N", "10", error="no finished run directories under"),
-    bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="memorization needs frozen-attention runs"),
+    bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", error="predict needs frozen-attention runs"),
     bad("predict", "--sweep", "{one_run_sweep}", "--N", "10", "--out", "{file}", error="--out {file} is a file; expected a directory"),
     # theory
     bad("theory", "--sweep", "{one_run_sweep}", "--out", "{new}", error="theory needs K = infinity whole-model runs"),

@@ -14,8 +14,10 @@ from icl_mech.cli import main
 from drawn_figures import record_saved_figures, tick_labels
 from fake_runs import write_run
 
-#: The fake law: memorizing K items takes A K^NU steps; ICL takes T_ICL[N] steps at K = inf.
-A, NU = 4.0, 0.75
+#: The fake law: the memorization integral of K items reaches I_K = A K^NU (T1; their IWL-set
+#: residual stays at 1/2 for 2 A K^NU steps, then 0), and their IWL accuracy crosses 0.9 at
+#: T_MEM K^NU steps; ICL takes T_ICL[N] steps at K = inf.
+A, NU, T_MEM = 4.0, 0.75, 4.0
 T_ICL = {10: 600, 20: 1200, 40: 2400}
 STEPS = np.arange(0, 6001, 10)
 
@@ -23,14 +25,16 @@ STEPS = np.arange(0, 6001, 10)
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
     """Frozen-attention runs at N = 20 whose IWL accuracy rises linearly, crossing 0.9 at exactly
-    A K^NU; K = inf runs (2 seeds) whose ICL accuracy jumps to 1 at T_ICL[N] +- 10 steps."""
+    T_MEM K^NU, and whose IWL-set residual integrates to A K^NU; K = inf runs (2 seeds) whose ICL
+    accuracy jumps to 1 at T_ICL[N] +- 10 steps."""
     root = tmp_path_factory.mktemp("predict")
     base = preset("cpu")
     for k in (128, 256, 512, 1024, 2048):
         for seed in (0, 1):
-            iwl = np.minimum(1.0, 0.5 + 0.4 * STEPS / (A * k**NU))
+            iwl = np.minimum(1.0, 0.5 + 0.4 * STEPS / (T_MEM * k**NU))
+            residual = np.where(STEPS < 2 * A * k**NU, 0.5, 0.0)
             config = base.override(K=k, seed=seed, frozen="attn")
-            write_run(root / "mem" / f"K{k}-seed{seed}", config, STEPS, np.full(STEPS.size, 0.5), iwl)
+            write_run(root / "mem" / f"K{k}-seed{seed}", config, STEPS, np.full(STEPS.size, 0.5), iwl, iwl_residual=residual)
     for n, t_icl in T_ICL.items():
         for seed, shift in ((0, -10), (1, 10)):
             icl = np.where(STEPS >= t_icl + shift, 1.0, 0.5)
@@ -74,13 +78,13 @@ def test_memorization_scaling_labels_every_k_and_the_steps(sweeps, tmp_path, mon
     assert len(tick_labels(scaling.yaxis)) >= 3  # t_mem 152 to 1217: one decade
 
 
-def test_predict_solves_the_kinetic_condition_with_an_interval(sweeps, tmp_path, capsys):
+def test_predict_solves_the_theorys_threshold_condition_with_an_interval(sweeps, tmp_path, capsys):
     args = ["--sweep", str(sweeps / "mem"), "--sweep", str(sweeps / "kinf"), "--N", "10,20,40"]
     assert main(["predict", *args, "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "predict.csv")
     assert (tmp_path / "predict.png").read_bytes().startswith(b"\x89PNG")
-    assert table.nu.iloc[0] == pytest.approx(NU, abs=0.01)
-    expected = (np.array(list(T_ICL.values())) / A) ** (1 / NU)  # A K*^nu = t_ICL(N)
+    assert table.nu.iloc[0] == pytest.approx(NU, abs=0.01) and (table.horizon == STEPS[-1]).all()
+    expected = (np.array(list(T_ICL.values())) / (2 * A)) ** (1 / NU)  # 2 A K*^nu = t_ICL(N) (T4)
     np.testing.assert_allclose(table.K_star_predicted, expected, rtol=0.03)
     assert (table.K_star_predicted_low <= table.K_star_predicted).all()
     assert (table.K_star_predicted <= table.K_star_predicted_high).all()
@@ -108,6 +112,18 @@ def test_bad_predict_input_is_one_line_exit_2_and_writes_nothing(sweeps, tmp_pat
 def test_predict_without_memorization_runs_names_what_is_missing(sweeps, tmp_path, capsys):
     assert main(["predict", "--sweep", str(sweeps / "kinf"), "--N", "20", "--out", str(tmp_path / "o")]) == 2
     assert "frozen-attention runs" in capsys.readouterr().err
+
+
+def test_predict_on_memorization_runs_without_the_iwl_residual_says_to_train_them_again(sweeps, tmp_path, capsys):
+    base = preset("cpu")
+    for k in (128, 256):
+        config = base.override(K=k, frozen="attn")
+        write_run(tmp_path / "old" / f"K{k}", config, STEPS, np.full(STEPS.size, 0.5), np.full(STEPS.size, 1.0))
+    args = ["predict", "--sweep", str(tmp_path / "old"), "--sweep", str(sweeps / "kinf"), "--N", "20"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no iwl_residual in its metrics" in err and "train it again" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_icl_time_table_runs_the_dip_test_on_each_k_with_enough_seeds():

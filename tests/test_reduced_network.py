@@ -56,10 +56,10 @@ def test_reduced_network_learns_icl_at_infinite_k_in_a_few_hundred_steps(tmp_pat
 
 
 def test_reduced_ensemble_trains_each_member_as_alone(tmp_path):
-    """vmap over the reduced query path: an ensemble member's metrics (c1 included) are its
-    single run's."""
+    """vmap over the reduced query path: an ensemble member's metrics (the residuals included)
+    are its single run's."""
     configs = [cpu_config(**SMALL, steps=6, eval_every=3, seed=seed) for seed in (0, 1)]
     ensemble = train_ensemble(configs, [tmp_path / "e0", tmp_path / "e1"], progress=False)
     alone = train(configs[1], tmp_path / "alone", progress=False)
-    columns = ["icl_loss", "iwl_loss", "c1"]
+    columns = ["icl_loss", "iwl_loss", "c1", "iwl_residual"]
     assert ensemble[1].metrics[columns].to_numpy() == pytest.approx(alone.metrics[columns].to_numpy(), rel=1e-5)

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icl_mech import storage, train, trainer
+from icl_mech import readout, storage, train, trainer
 from icl_mech.ensemble import train_ensemble
 from icl_mech.errors import ConfigError
-from icl_mech.model import build_model, full_query_logits
+from icl_mech.model import build_model, full_query_logits, query_logits
 from icl_mech.sampler import ItemPool, make_eval_sets, make_pool, stream_generator
 from icl_mech.theory.beta0 import match_sharpness
 from icl_mech.theory.residual import item_queries, memorization_integral, mlp_residual
@@ -118,13 +118,24 @@ def test_every_evaluation_of_a_finite_k_run_logs_the_mlps_residual_over_its_item
     assert run.metrics.c1[0] == pytest.approx(0.5, abs=0.05)  # the MLP starts near logit 0
 
 
+def test_every_evaluation_of_a_finite_k_run_logs_the_networks_residual_on_its_iwl_set(tmp_path):
+    run = train(cpu_config(K=64, **TINY), tmp_path / "run", progress=False)
+    iwl = run.eval_sets()["iwl"]
+    for step in (0, 4):
+        probabilities = readout.probabilities(query_logits(run.model(step), iwl.tokens))
+        expected = 1 - probabilities.gather(-1, iwl.targets[:, None]).mean().item()
+        assert run.metrics.set_index("step").iwl_residual[step] == pytest.approx(expected, rel=1e-6)
+    # a different reading from c1: the whole network on the IWL set, not the MLP on the bare items
+    assert not np.allclose(run.metrics.iwl_residual, run.metrics.c1)
+
+
 def test_logging_c1_leaves_training_and_the_other_metrics_bit_identical(tmp_path, monkeypatch):
     config = cpu_config(K=64, **TINY)
     logged = train(config, tmp_path / "with", progress=False)
     monkeypatch.setattr(trainer, "residual_items", lambda member: None)
     plain = train(config, tmp_path / "without", progress=False)
-    assert "c1" not in plain.metrics
-    assert logged.metrics.drop(columns="c1").equals(plain.metrics)
+    assert not {"c1", "iwl_residual"} & set(plain.metrics)
+    assert logged.metrics.drop(columns=["c1", "iwl_residual"]).equals(plain.metrics)
     for step in plain.steps:
         assert storage.checkpoint_path(logged.path, step).read_bytes() == storage.checkpoint_path(plain.path, step).read_bytes()
 
@@ -132,5 +143,5 @@ def test_logging_c1_leaves_training_and_the_other_metrics_bit_identical(tmp_path
 def test_an_ensemble_logs_c1_for_its_finite_k_members_only(tmp_path):
     configs = [cpu_config(K=64, **TINY), cpu_config(K=None, **TINY)]
     finite, infinite = train_ensemble(configs, [tmp_path / "finite", tmp_path / "infinite"], progress=False)
-    assert finite.metrics.c1.notna().all()
-    assert "c1" not in infinite.metrics
+    assert finite.metrics.c1.notna().all() and finite.metrics.iwl_residual.notna().all()
+    assert not {"c1", "iwl_residual"} & set(infinite.metrics)

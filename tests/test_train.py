@@ -51,7 +51,7 @@ def test_run_directory_loads_with_config_steps_and_metrics(icl_run):
     assert run.steps[:5] == [0, 1, 2, 4, 8] and run.steps == sorted(run.steps)
     assert run.steps[-1] == run.metrics.step.iloc[-1] == run.status["last_step"]
     assert list(run.metrics.columns) == [
-        "step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl_loss", "iwl_acc", "c1"
+        "step", "train_loss", "train_acc", "icl_loss", "icl_acc", "iwl_loss", "iwl_acc", "c1", "iwl_residual"
     ]
     assert set(run.steps) <= set(run.metrics.step)
     assert not any(run.path.rglob("*.pt")) and not any(run.path.rglob("*.pkl"))

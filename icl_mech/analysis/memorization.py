@@ -4,6 +4,9 @@ must memorize the K item-label pairs; the time to do so grows as K^nu (the paper
 Memorization is measured on the IWL set (the query item is absent from the context), so nothing
 read from context can help; the time is the step where IWL accuracy first reaches ``levels.memorized``,
 interpolated between evaluations.
+
+The theory (docs/THEORY.md) reads memorization as an integral instead: I_K(t), the integral of a
+logged residual (c1, or the IWL-set residual; ``icl_mech.theory.residual``) up to a horizon.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, first_crossing
 from icl_mech.run import load_run
+from icl_mech.theory.residual import memorization_integral
 
 
 def memorization_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -33,6 +37,30 @@ def memorization_times(table: pd.DataFrame, level: float) -> pd.DataFrame:
         t_mem = first_crossing(metrics.step.to_numpy(), metrics.iwl_acc.to_numpy(), level, interpolate=True)
         rows.append({"run": row.run, "K": row.K, "seed": row.seed, "N": row.N, "t_mem": t_mem, "final_iwl_acc": row.iwl_acc})
     return pd.DataFrame(rows, columns=["run", "K", "seed", "N", "t_mem", "final_iwl_acc"])
+
+
+def memorization_curves(memorizing: pd.DataFrame, residual: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each memorization run's (steps, I_K at those steps): the integral of its logged
+    ``residual`` column (``c1`` or ``iwl_residual``)."""
+    curves = {}
+    for row in memorizing.itertuples():
+        metrics = load_run(row.run).metrics
+        if residual not in metrics or metrics[residual].isna().any():
+            raise MissingRuns(
+                f"{row.run} has no {residual} in its metrics (it was trained before {residual} was logged at every "
+                "evaluation of a finite-K run): train it again with this version, e.g. icl-mech sweep --grid K=... --set frozen=attn"
+            )
+        steps = metrics.step.to_numpy(float)
+        curves[row.run] = steps, memorization_integral(steps, metrics[residual].to_numpy(float))
+    return curves
+
+
+def memorized_at(memorizing: pd.DataFrame, curves: dict, horizon: float) -> pd.DataFrame:
+    """I_K at ``horizon`` for every memorization run (``memorization_curves``)."""
+    return pd.DataFrame({
+        "run": memorizing.run.to_numpy(), "K": memorizing.K.to_numpy(float), "seed": memorizing.seed.to_numpy(),
+        "I_K": [float(np.interp(horizon, *curves[run])) for run in memorizing.run],
+    })
 
 
 def fit_memorization_exponent(times: pd.DataFrame) -> PowerLawFit:

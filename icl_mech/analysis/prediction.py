@@ -1,15 +1,18 @@
-"""K* predicted before training any run near it, from the paper's kinetic argument.
+"""K* predicted before training any run near it: the theory's T4 (docs/THEORY.md).
 
-ICL wins when it is learned before the items are memorized. The time to memorize K items, I_K,
-is measured on the MLP alone (attention frozen at init: ``memorization_times``) and fitted as
-I_K = A K^nu; the time to learn ICL at context length N, t_ICL(N), is measured where nothing can
-be memorized (K = infinity, fresh items every sequence). The threshold is where they meet:
+ICL wins when it is learned before the items are memorized. In the theory's terms a seed acquires
+ICL at finite K iff its threshold, half its acquisition time at K = infinity (where c1 stays at
+1/2), is below the memorization integral I_K: K* is where the median seed's threshold is met,
 
-    A K*^nu = t_ICL(N)   ->   K*(N) = (t_ICL(N) / A)^(1/nu)
+    2 I_K* = t_ICL(N)   with   I_K = A K^nu   ->   K*(N) = (t_ICL(N) / (2 A))^(1/nu)
 
-The memorization runs may come from one N: the argument takes I_K to depend on K only. The
-interval is a bootstrap: memorization runs are resampled (and A, nu refitted) together with the
-K = infinity seeds at each N (t_ICL is their median), and K* is recomputed per replicate.
+I_K is measured on the MLP alone (attention frozen at init): the integral of the network's
+residual 1 - p(target) on its IWL set (``iwl_residual``, logged at every evaluation) up to the
+memorization runs' common last step, the horizon. t_ICL(N) is measured where nothing can be
+memorized (K = infinity, fresh items every sequence). The memorization runs may come from one N:
+I_K depends on K only. The interval is a bootstrap: memorization runs are resampled (and A, nu
+refitted) together with the K = infinity seeds at each N (t_ICL is their median), and K* is
+recomputed per replicate.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
+from icl_mech.analysis.fits import fit_power_law
+from icl_mech.analysis.memorization import memorization_curves, memorization_runs, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
+from icl_mech.errors import ConfigError
+from icl_mech.theory.predictions import C1_UNMEMORIZED
+from icl_mech.theory.residual import IWL_RESIDUAL
 
 #: Bootstrap replicates behind the predicted interval.
 N_BOOTSTRAP = 2000
@@ -51,31 +58,49 @@ def icl_times(table: pd.DataFrame, n_values: Sequence[int]) -> dict[int, np.ndar
     return times
 
 
+def memorization_at_horizon(table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """I_K of every memorization run (frozen attention, finite K) at their common last step, from
+    the IWL-set residual: (runs with K, seed and I_K; the horizon)."""
+    memorizing = memorization_runs(table)
+    if memorizing.K.nunique() < 2:
+        raise MissingRuns(
+            "predict needs frozen-attention runs (frozen=attn, finite K) at 2 or more values of K: "
+            f"T1's I_K = A K^nu is fitted on them; the sweeps have K={sorted(set(memorizing.K))}"
+        )
+    curves = memorization_curves(memorizing, IWL_RESIDUAL)
+    horizon = float(min(steps[-1] for steps, _ in curves.values()))
+    return memorized_at(memorizing, curves, horizon), horizon
+
+
 def predict_thresholds(
-    table: pd.DataFrame, n_values: Sequence[int], levels: Levels = Levels(), n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
+    table: pd.DataFrame, n_values: Sequence[int], n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
 ) -> pd.DataFrame:
-    """One row per N: t_ICL (median over seeds), nu, A, the predicted K* and its 95% interval.
+    """One row per N: t_ICL (median over seeds), nu, A and the horizon of T1's I_K = A K^nu, the
+    predicted K* and its 95% interval.
 
     K* is infinite where the median K = infinity run never reached ICL (it never wins).
     """
-    memorization = memorization_times(table, levels.memorized)
-    fit = fit_memorization_exponent(memorization)
-    reached = memorization[memorization.t_mem > 0]
-    log_k, log_t = np.log(reached.K.to_numpy(float)), np.log(reached.t_mem.to_numpy(float))
+    memorized, horizon = memorization_at_horizon(table)
+    try:
+        fit = fit_power_law(memorized.K.to_numpy(), memorized.I_K.to_numpy())
+    except ConfigError as error:
+        raise MissingRuns(f"predict: T1's fit of I_K at step {horizon:.0f}: {error}") from None
+    log_k, log_i = np.log(memorized.K.to_numpy(float)), np.log(memorized.I_K.to_numpy(float))
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(reached), size=(n_bootstrap, len(reached)))
-    nu, log_a = _log_line_fits(log_k[picks], log_t[picks])
+    picks = rng.integers(0, len(memorized), size=(n_bootstrap, len(memorized)))
+    nu, log_a = _log_line_fits(log_k[picks], log_i[picks])
     rows = []
     for n, times in icl_times(table, n_values).items():
         t_icl = float(np.median(times))
         boot_t = np.median(times[rng.integers(0, len(times), size=(n_bootstrap, len(times)))], axis=1)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            boot = np.exp((np.log(boot_t) - log_a) / nu)
-            k_star = float(np.exp((np.log(t_icl) - np.log(fit.prefactor)) / fit.exponent))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # t_ICL = inf: K* = inf
+            boot = np.exp((np.log(boot_t * C1_UNMEMORIZED) - log_a) / nu)
+            k_star = float(np.exp((np.log(t_icl * C1_UNMEMORIZED) - np.log(fit.prefactor)) / fit.exponent))
         low, high = np.nanpercentile(boot, [2.5, 97.5])
         rows.append({
             "N": n, "kinf_runs": len(times), "t_icl": t_icl, "nu": fit.exponent, "prefactor": fit.prefactor,
-            "K_star_predicted": k_star, "K_star_predicted_low": float(low), "K_star_predicted_high": float(high),
+            "horizon": horizon, "K_star_predicted": k_star, "K_star_predicted_low": float(low),
+            "K_star_predicted_high": float(high),
         })
     return pd.DataFrame(rows)
 
@@ -86,13 +111,13 @@ def prediction_figure(
 ) -> pd.DataFrame:
     """predict.png / .csv: predicted K*(N) with its interval, and beside it, on the same axes,
     K*(N) measured from ``measured`` (a sweep table of finite-K whole-model runs) when given."""
-    predicted = predict_thresholds(table, n_values, levels)
+    predicted = predict_thresholds(table, n_values)
     out = predicted
     figure, axis = plt.subplots(figsize=(5.2, 4))
     shown = predicted[np.isfinite(predicted.K_star_predicted)]
     errors = [shown.K_star_predicted - shown.K_star_predicted_low, shown.K_star_predicted_high - shown.K_star_predicted]
     axis.errorbar(shown.N, shown.K_star_predicted, yerr=errors, fmt="s", capsize=3,
-                  label=f"predicted (nu {predicted.nu.iloc[0]:.2f}, t_ICL at K=inf)")
+                  label=f"predicted by T4 (nu {predicted.nu.iloc[0]:.2f} at step {predicted.horizon.iloc[0]:.0f}, t_ICL at K=inf)")
     if measured is not None:
         runs = plain_runs(measured)
         thresholds = threshold_table(runs[np.isfinite(runs.K)], levels, ["N"])

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
-from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
+from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_curves, memorization_times, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
@@ -37,7 +37,7 @@ from icl_mech.theory.beta0 import initial_match_sharpness
 from icl_mech.theory.predictions import (
     Interval, acquisition_probability, clopper_pearson, log_time_slope, predicted_threshold,
 )
-from icl_mech.theory.residual import C1, memorization_integral
+from icl_mech.theory.residual import C1
 
 #: K = infinity seeds needed at each N: T3's slope and T4's F_inf are statements about the spread
 #: over seeds (and a slope with its interval needs 3 points).
@@ -118,32 +118,9 @@ def _parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return memorizing, infinite, sweeps
 
 
-def _memorization_curves(memorizing: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each memorization run's (steps, I_K at those steps), from its logged c1."""
-    curves = {}
-    for row in memorizing.itertuples():
-        metrics = load_run(row.run).metrics
-        if C1 not in metrics or metrics[C1].isna().any():
-            raise MissingRuns(
-                f"{row.run} has no c1 in its metrics (it was trained before c1 was logged at every evaluation of a "
-                "finite-K run): train it again with this version, e.g. icl-mech sweep --grid K=... --set frozen=attn"
-            )
-        steps = metrics.step.to_numpy(float)
-        curves[row.run] = steps, memorization_integral(steps, metrics[C1].to_numpy(float))
-    return curves
-
-
-def _memorized_at(memorizing: pd.DataFrame, curves: dict, horizon: float) -> pd.DataFrame:
-    """I_K at ``horizon`` for every memorization run."""
-    return pd.DataFrame({
-        "run": memorizing.run.to_numpy(), "K": memorizing.K.to_numpy(float), "seed": memorizing.seed.to_numpy(),
-        "I_K": [float(np.interp(horizon, *curves[run])) for run in memorizing.run],
-    })
-
-
 def memorization_law(memorizing: pd.DataFrame, curves: dict, horizon: float) -> PowerLawFit:
     """T1 at ``horizon``: I_K = A K^nu fitted over the memorization runs."""
-    at = _memorized_at(memorizing, curves, horizon)
+    at = memorized_at(memorizing, curves, horizon)
     try:
         return fit_power_law(at.K.to_numpy(), at.I_K.to_numpy())
     except ConfigError:
@@ -162,7 +139,7 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
     theory.csv and the T1, T3 and T4 figures into ``out_dir`` and returns what it wrote."""
     memorizing, infinite, sweeps = _parts(table)
-    curves = _memorization_curves(memorizing)
+    curves = memorization_curves(memorizing, C1)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
     law = memorization_law(memorizing, curves, mem_horizon)
     beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps]).itertuples()}
@@ -191,7 +168,7 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
 
 def _t1(memorizing: pd.DataFrame, curves: dict, horizon: float, law: PowerLawFit, table: pd.DataFrame,
         levels: Levels) -> dict[str, Any]:
-    at = _memorized_at(memorizing, curves, horizon)
+    at = memorized_at(memorizing, curves, horizon)
     t1 = {
         "horizon": horizon, "prefactor": law.prefactor, "nu": law.exponent, "nu_low": law.interval[0],
         "nu_high": law.interval[1], "K": at.K.tolist(), "seed": at.seed.tolist(), "I_K": at.I_K.tolist(),
@@ -245,7 +222,7 @@ def _range(low: float | None, high: float | None, digits: str = ".0f") -> str:
 def _verdicts(report: TheoryReport) -> list[str]:
     """One line per prediction (and per N where it is one per N)."""
     t1 = report.memorization
-    t_mem = (f"the t_mem fit predict uses gives nu {t1['t_mem_nu']:.2f} {_range(t1['t_mem_nu_low'], t1['t_mem_nu_high'], '.2f')}"
+    t_mem = (f"the t_mem fit (steps to the memorized IWL accuracy) gives nu {t1['t_mem_nu']:.2f} {_range(t1['t_mem_nu_low'], t1['t_mem_nu_high'], '.2f')}"
              if t1["t_mem_nu"] is not None else "no t_mem fit (no memorization run reached the memorized IWL accuracy)")
     lines = [
         f"T1: I_K at step {t1['horizon']:.0f} = {t1['prefactor']:.3g} K^{t1['nu']:.2f}, nu "

@@ -16,6 +16,14 @@ phi(x_k) is read from the network itself: the query token (x_k, no label) alone,
 trainer's query path (``icl_mech.model.query_logits``) with every block's attention output zeroed
 by a hook on ``blocks.{i}.hook_attn_out``: the direct path and the MLPs, nothing read from any
 context. All K items go through as one batch of one-token sequences.
+
+The trainer logs a second reading beside it, ``iwl_residual``: 1 - p(target) of the whole
+network on the run's IWL evaluation set (training items, their copy absent from the context).
+In a memorization run (attention frozen) c1 reads the MLP off its distribution, as the MLP was
+trained with the frozen attention's output in its input and c1 zeroes it (a run at K = 1024 with
+IWL loss 0.001 keeps c1 at 0.37); the IWL-set residual is what that network has left to learn
+on its items, and its integral gives the paper's nu (docs/THEORY.md, T1). ``icl-mech predict``
+reads it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ from icl_mech.sampler import ItemPool
 
 #: The metrics column the trainer logs c1 in, at every evaluation of a finite-K paired run.
 C1 = "c1"
+#: The metrics column of the residual read on the IWL set, logged beside c1.
+IWL_RESIDUAL = "iwl_residual"
+#: Both, in the order a metrics row holds them.
+RESIDUALS = (C1, IWL_RESIDUAL)
 
 
 def item_queries(pool: ItemPool) -> Float[Tensor, "K 1 d_token"]:
@@ -57,8 +69,13 @@ def mlp_residual(
     item's query token (``item_queries``). Pure tensor ops with no host reads, so the trainer's
     evaluation can run it inside a CUDA graph."""
     with model.hooks(fwd_hooks=attention_free_hooks(model)):
-        probabilities = readout.probabilities(query_logits(model, queries))
-    return 1 - probabilities.gather(-1, targets[:, None]).mean()
+        return target_residual(query_logits(model, queries), targets)
+
+
+def target_residual(logits: Float[Tensor, "batch n_logits"], targets: Int[Tensor, " batch"]) -> Float[Tensor, ""]:
+    """The mean of 1 - p(target): the probability the readout leaves off the right label (for
+    L = 2, sigmoid(-l z), the logistic loss's gradient). Pure tensor ops, as ``mlp_residual``."""
+    return 1 - readout.probabilities(logits).gather(-1, targets[:, None]).mean()
 
 
 def memorization_integral(
