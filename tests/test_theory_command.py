@@ -9,12 +9,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from icl_mech import load_run, storage
+from icl_mech.analysis import theory_beta0
+from icl_mech.analysis.theory_beta0 import beta0_agreement
+from icl_mech.errors import ConfigError
 from icl_mech.cli import main
 from icl_mech.ensemble import train_ensemble
-from icl_mech.theory.beta0 import initial_match_sharpness
+from icl_mech.theory.beta0 import SEQUENCES, initial_match_sharpness, match_sharpness
+from icl_mech.theory.early_flow import early_gaps, flow_beta
 
 from conftest import cpu_config
 
@@ -52,6 +57,48 @@ def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(ti
     assert result["predicted"]["20"]["kstar"] is None  # every K = infinity seed is censored: K* infinite
     assert result["predicted"]["20"]["censored_above_I_K"] == 2  # censored from the first run's end, step 4
     assert result["measured"]["20"]["n_seeds"] == [2, 2, 2]
+
+
+def test_theory_checks_each_seeds_beta0_against_the_flow_fitted_to_its_later_checkpoints(tiny_sweep, tmp_path, capsys, monkeypatch):
+    """Each K = infinity seed's later gaps are written as the flow from its step-0 reading + 0.3:
+    the check must find that offset, seed by seed."""
+    def flow_from_step_0(run):
+        steps = np.array([1.0, 2.0, 4.0, 100.0, 400.0, 900.0])
+        return steps, flow_beta(steps, initial_match_sharpness(run) + 0.3, 1000.0)
+
+    monkeypatch.setattr(theory_beta0, "early_gaps", flow_from_step_0)
+    code, out = theory("--sweep", str(tiny_sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    infinite = [row for row in result["runs"] if row["part"] == "K=inf"]
+    assert len(infinite) == 5
+    for row in infinite:
+        assert row["beta0_fit"] == pytest.approx(row["beta0"] + 0.3, abs=1e-5) and row["flow_rms"] < 1e-5
+    check = result["beta0_check"]["20"]
+    assert check["n"] == 5 and check["r"] == pytest.approx(1.0) and check["difference"] == pytest.approx(0.3, abs=1e-5)
+    assert any(line.startswith("beta0 N=20: flow fitted after step 0") for line in result["verdicts"])
+    assert all(row.get("beta0_fit") is None for row in result["runs"] if row["part"] != "K=inf")
+
+
+def test_early_gaps_are_the_score_gaps_at_the_checkpoints_after_step_0(tiny_sweep):
+    run = load_run(tiny_sweep / "Kinf-seed0")
+    steps, gaps = early_gaps(run)
+    assert steps.tolist() == [1, 2, 4]  # the tiny runs' gaps stay far below ln N
+    icl = run.eval_sets()["icl"][:SEQUENCES]
+    assert gaps == pytest.approx([match_sharpness(run.model(step), icl) for step in (1, 2, 4)], rel=1e-6)
+    with pytest.raises(ConfigError, match="reads K = infinity runs"):
+        early_gaps(load_run(tiny_sweep / "K64-seed0"))
+
+
+def test_beta0_agreement_of_a_constant_offset_is_perfectly_correlated_with_that_offset():
+    measured = np.array([-1.0, -0.2, 0.3, 0.9, np.nan])
+    seeds = pd.DataFrame({"beta0": measured, "beta0_fit": measured + 0.25, "flow_rms": 0.1, "flow_span": [1, 2, 3, 4, 5]})
+    check = beta0_agreement(seeds)
+    assert check["n"] == 4 and check["not_fitted"] == 1 and check["r"] == pytest.approx(1.0)
+    for key in ("difference", "difference_low", "difference_high"):  # no spread: the interval closes on it
+        assert check[key] == pytest.approx(0.25, abs=1e-12)
+    assert check["median_rms"] == pytest.approx(0.1) and check["median_span"] == 2.5
+    assert beta0_agreement(seeds[:2])["r"] is None  # two seeds: nothing to compare
 
 
 def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None = None, budget: int | None = None) -> None:

@@ -30,6 +30,7 @@ from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_curves, memorization_times, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
+from icl_mech.analysis.theory_beta0 import beta0_agreement, beta0_verdict, early_flow_fits
 from icl_mech.analysis.transition import threshold_table
 from icl_mech.errors import ConfigError
 from icl_mech.run import load_run
@@ -52,7 +53,8 @@ JSON_NAME, CSV_NAME = "theory.json", "theory.csv"
 class TheoryReport:
     """What ``icl-mech theory`` writes (``theory.json``) and prints (``verdicts``)."""
 
-    #: One per run: run, part, K, N, seed, beta0 (NaN for memorization runs: attention frozen), t_icl.
+    #: One per run: run, part, K, N, seed, beta0 (NaN for memorization runs: attention frozen), t_icl;
+    #: for K = infinity runs also beta0_fit, flow_drive, flow_rms and flow_span (``theory_beta0``).
     runs: pd.DataFrame
     #: T1: the horizon, A, nu and its interval, I_K per memorization run, and the t_mem fit.
     memorization: dict[str, Any]
@@ -62,6 +64,8 @@ class TheoryReport:
     predicted: dict[int, dict[str, Any]]
     #: Per N: K, the fraction of seeds that ended in ICL, its interval and n_seeds; kstar with its interval.
     measured: dict[int, dict[str, Any]]
+    #: Per N: beta0 read at step 0 against beta0 of the flow fitted to the later checkpoints.
+    beta0_check: dict[int, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +76,7 @@ class TheoryReport:
             "beta0_vs_t_icl": {str(n): value for n, value in self.beta0_vs_t_icl.items()},
             "predicted": {str(n): value for n, value in self.predicted.items()},
             "measured": {str(n): value for n, value in self.measured.items()},
+            "beta0_check": {str(n): value for n, value in self.beta0_check.items()},
             "verdicts": self.verdicts,
         })
 
@@ -147,6 +152,7 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
         memorizing.assign(part="memorization"), infinite.assign(part="K=inf"), sweeps.assign(part="K sweep"),
     ])[["run", "part", "K", "N", "seed", "t_icl", "icl_acc"]]
     runs.insert(5, "beta0", [beta0.get(run, np.nan) for run in runs.run])
+    runs = runs.merge(early_flow_fits(infinite), on="run", how="left")
     report = TheoryReport(runs, _t1(memorizing, curves, mem_horizon, law, table, levels), {}, {}, {})
 
     for n, at_n in infinite.groupby("N"):
@@ -161,7 +167,8 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
         k_values = sweep.K if len(sweep) else memorizing.K  # without a sweep at N: at the memorized K
         report.predicted[n] = _predicted(at_n.t_icl.to_numpy(float), at_horizon, horizon, k_values.to_numpy(float), at_n)
         report.measured[n] = _measured(sweep, levels)
-    report.verdicts = _verdicts(report)
+        report.beta0_check[n] = beta0_agreement(runs[runs.run.isin(at_n.run)])
+    report.verdicts = _verdicts(report) + [beta0_verdict(n, check) for n, check in report.beta0_check.items()]
     _write(report, out_dir)
     return report
 
@@ -173,7 +180,7 @@ def _t1(memorizing: pd.DataFrame, curves: dict, horizon: float, law: PowerLawFit
         "horizon": horizon, "prefactor": law.prefactor, "nu": law.exponent, "nu_low": law.interval[0],
         "nu_high": law.interval[1], "K": at.K.tolist(), "seed": at.seed.tolist(), "I_K": at.I_K.tolist(),
     }
-    try:  # the fit `predict` uses: the time to reach the memorized IWL accuracy
+    try:  # claim 3's fit: the time to reach the memorized IWL accuracy
         t_mem = fit_memorization_exponent(memorization_times(table, levels.memorized))
         t1.update(t_mem_nu=t_mem.exponent, t_mem_nu_low=t_mem.interval[0], t_mem_nu_high=t_mem.interval[1])
     except ConfigError as why:
