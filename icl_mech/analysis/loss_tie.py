@@ -32,42 +32,40 @@ MIN_POINTS = 3
 FLOW_RUNS = 6
 
 
-def _after_acquisition(run: str, level: float) -> pd.DataFrame | None:
-    """The run's metrics from t_a on (finite losses only), or None when it has too few."""
+def _after_acquisition(run: str, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The run's (steps, ICL loss, IWL loss) from t_a on (positive losses only), or None when it
+    never reaches ``level`` or logs fewer than ``MIN_POINTS`` evaluations from there."""
     metrics = load_run(run).metrics
     t_a = first_crossing(metrics.step.to_numpy(), metrics.icl_acc.to_numpy(), level)
-    if math.isnan(t_a):
-        return None
     after = metrics[(metrics.step >= t_a) & (metrics.icl_loss > 0) & (metrics.iwl_loss > 0)]
-    return after if len(after) >= MIN_POINTS else None
+    if math.isnan(t_a) or len(after) < MIN_POINTS:
+        return None
+    return after.step.to_numpy(float), after.icl_loss.to_numpy(float), after.iwl_loss.to_numpy(float)
 
 
 def loss_tie(sweeps: pd.DataFrame, levels: Levels) -> dict[int, dict[str, Any]]:
     """T7 per N over the finite-K whole-model runs of ``sweeps``: the runs fitted (run, K, seed,
-    t_a, points, slope, r2, r2_time), the pooled eta' = -slope with its r2 and r2_time, the number
-    skipped, and each fitted run's (steps, icl_loss, iwl_loss) for the figure."""
+    t_a, points, slope, r2, r2_time, intercept), the pooled eta' = -slope with its r2, r2_time and
+    the runs' median r2, the number skipped, and each fitted run's (steps, ICL loss, IWL loss)
+    under "curves", for the figure."""
     result = {}
     for n, at_n in sweeps.groupby("N"):
-        logs = {row.run: _after_acquisition(row.run, levels.outcome) for row in at_n.itertuples()}
+        logs = {run: _after_acquisition(run, levels.outcome) for run in at_n.run}
         fitted = at_n[[logs[run] is not None for run in at_n.run]]
         entry: dict[str, Any] = {"level": levels.outcome, "n_runs": len(fitted), "skipped": len(at_n) - len(fitted)}
+        result[int(n)] = entry
         if fitted.empty:
             entry["why"] = f"no run reached ICL accuracy {levels.outcome:g} with {MIN_POINTS} or more evaluations from there"
-            result[int(n)] = entry
             continue
-        curves = {run: logs[run] for run in fitted.run}
-        tied = [tie_coordinates(c.step.to_numpy(float), c.icl_loss.to_numpy(float), c.iwl_loss.to_numpy(float)) for c in curves.values()]
+        tied = [tie_coordinates(*logs[run]) for run in fitted.run]
         fit = fit_tie(tied)
-        clock = fit_tie([(c.step.to_numpy(float), y) for c, (_, y) in zip(curves.values(), tied)])
-        entry.update(
-            eta=-fit.slope, r2=fit.r2, r2_time=clock.r2, median_run_r2=float(np.median(fit.r2s)),
-            runs=[{"run": run, "K": float(row.K), "seed": int(row.seed), "t_a": float(curves[run].step.iloc[0]),
-                   "points": len(curves[run]), "slope": slope, "r2": r2, "r2_time": r2_time, "intercept": intercept}
-                  for row, run, slope, r2, r2_time, intercept in
-                  zip(fitted.itertuples(), fitted.run, fit.slopes, fit.r2s, clock.r2s, fit.intercepts)],
-            curves={run: (c.step.to_numpy(float), c.icl_loss.to_numpy(float), c.iwl_loss.to_numpy(float)) for run, c in curves.items()},
-        )
-        result[int(n)] = entry
+        clock = fit_tie([(logs[run][0], y) for run, (_, y) in zip(fitted.run, tied)])
+        entry.update(eta=-fit.slope, r2=fit.r2, r2_time=clock.r2, median_run_r2=float(np.median(fit.r2s)), runs=[
+            {"run": row.run, "K": float(row.K), "seed": int(row.seed), "t_a": float(logs[row.run][0][0]),
+             "points": len(logs[row.run][0]), "slope": fit.slopes[i], "r2": fit.r2s[i], "r2_time": clock.r2s[i],
+             "intercept": fit.intercepts[i]}
+            for i, row in enumerate(fitted.itertuples())
+        ], curves={run: logs[run] for run in fitted.run})
     return result
 
 
