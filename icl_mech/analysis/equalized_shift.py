@@ -63,7 +63,7 @@ def equalized_shift(
 def _factor(value: float, low: float, high: float) -> str:
     if not math.isfinite(value):
         return "unbounded"
-    return f"x{value:.2f} [{low:.2f}, {high:.2f}]"
+    return f"x{value:.3g} [{low:.3g}, {high:.3g}]"  # .3g: a small nu can make the high end huge
 
 
 def equalized_shift_verdicts(shift: dict[int, dict[str, Any]]) -> list[str]:
