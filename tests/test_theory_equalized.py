@@ -60,7 +60,8 @@ def test_the_measured_shift_is_the_ratio_of_the_arms_k_star_beside_the_predictio
     assert entry["beta0_median"] == 0.5 and entry["theta_ratio"] == pytest.approx(threshold_ratio(0.5, 21))
     assert entry["kstar_factor"] == pytest.approx(entry["theta_ratio"] ** 2)
     # nu's interval [0.4, 0.6] maps to [ratio^(1/0.6), ratio^(1/0.4)]: the ratio is above 1
-    assert (entry["kstar_factor_lo"], entry["kstar_factor_hi"]) == pytest.approx((entry["theta_ratio"] ** (1 / 0.6), entry["theta_ratio"] ** 2.5))
+    ratio = entry["theta_ratio"]
+    assert (entry["kstar_factor_lo"], entry["kstar_factor_hi"]) == pytest.approx((ratio ** (1 / 0.6), ratio ** 2.5))
     measured = entry["measured"]
     assert measured["shift"] == pytest.approx(2, rel=1e-3)
     assert measured["shift_lo"] < 2 < measured["shift_hi"]

@@ -76,17 +76,17 @@ def equalized_shift_verdicts(shift: dict[int, dict[str, Any]]) -> list[str]:
         if not math.isfinite(entry["theta_ratio"]):
             predicted = (f"predicted K* unbounded (the median beta0 {entry['beta0_median']:.2f} of {entry['seeds']} K=inf "
                          "seeds is <= 0: the equalized flow does not run away)")
-        measured = entry["measured"]
+        measured, head = entry["measured"], f"T6 N={n}: equalized contexts: {predicted}; measured"
         if measured is None:
-            lines.append(f"T6 N={n}: equalized contexts: {predicted}; measured: no K sweep with equalized=false and true at this N")
+            lines.append(f"{head}: no K sweep with equalized=false and true at this N")
         elif "why" in measured:
-            lines.append(f"T6 N={n}: equalized contexts: {predicted}; measured: no shift ({measured['why']})")
+            lines.append(f"{head}: no shift ({measured['why']})")
         else:
-            overlap = (math.isfinite(entry["kstar_factor"])
-                       and max(entry["kstar_factor_lo"], measured["shift_lo"]) <= min(entry["kstar_factor_hi"], measured["shift_hi"]))
+            low, high = max(entry["kstar_factor_lo"], measured["shift_lo"]), min(entry["kstar_factor_hi"], measured["shift_hi"])
+            overlap = math.isfinite(entry["kstar_factor"]) and low <= high
             lines.append(
-                f"T6 N={n}: equalized contexts: {predicted}; measured x{measured['shift']:.2f} "
-                f"[{measured['shift_lo']:.2f}, {measured['shift_hi']:.2f}] (K* {measured['kstar_plain']:.0f} plain, "
-                f"{measured['kstar_equalized']:.0f} equalized): " + ("holds (intervals overlap)" if overlap else "fails")
+                f"{head} x{measured['shift']:.2f} [{measured['shift_lo']:.2f}, {measured['shift_hi']:.2f}] "
+                f"(K* {measured['kstar_plain']:.0f} plain, {measured['kstar_equalized']:.0f} equalized): "
+                + ("holds (intervals overlap)" if overlap else "fails")
             )
     return lines

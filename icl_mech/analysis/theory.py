@@ -81,7 +81,8 @@ class TheoryReport:
             "predicted": {str(n): value for n, value in self.predicted.items()},
             "measured": {str(n): value for n, value in self.measured.items()},
             "T6": {str(n): value for n, value in self.equalized.items()},
-            "T7": {str(n): {key: item for key, item in value.items() if key != "curves"} for n, value in self.loss_tie.items()},
+            "T7": {str(n): {key: item for key, item in value.items() if key != "curves"}  # the losses stay out
+                   for n, value in self.loss_tie.items()},
             "verdicts": self.verdicts,
         })
 
@@ -194,8 +195,8 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
         k_values = sweep.K if len(sweep) else memorizing.K  # without a sweep at N: at the memorized K
         report.predicted[n] = _predicted(at_n.t_icl.to_numpy(float), at_horizon, horizon, k_values.to_numpy(float), at_n)
         report.measured[n] = _measured(sweep, levels)
-    nu = (law.exponent, *law.interval)
-    report.equalized = equalized_shift(sweeps, {int(n): at_n.run.map(beta0).to_numpy() for n, at_n in infinite.groupby("N")}, nu, levels)
+    seeds_beta0 = {int(n): at_n.run.map(beta0).to_numpy() for n, at_n in infinite.groupby("N")}
+    report.equalized = equalized_shift(sweeps, seeds_beta0, (law.exponent, *law.interval), levels)
     report.loss_tie = loss_tie(sweeps, levels)
     report.verdicts = _verdicts(report) + equalized_shift_verdicts(report.equalized) + loss_tie_verdicts(report.loss_tie)
     _write(report, out_dir)
