@@ -120,3 +120,24 @@ def test_theory_recovers_the_eta_of_icl_and_iwl_losses_tied_by_the_shared_residu
     assert (t7["n_runs"], t7["skipped"]) == (2, 4) and [run["t_a"] for run in t7["runs"]] == [0, 0]
     assert json.loads(out)["verdicts"][-1].endswith("holds")
     assert (tmp_path / "out" / "theory_T7.png").stat().st_size > 0
+
+
+def test_a_sweep_with_both_context_arms_gets_a_measured_t6_while_t4_reads_its_plain_arm(tmp_path, capsys):
+    """At N = 21 (equalized contexts need N - 1 even): plain and equalized arms of one K sweep."""
+    sweep = tmp_path / "sweep"
+    plain = {f"Kinf-seed{s}": cpu_config(N=21, K=None, seed=s, **TINY) for s in range(3)}
+    plain |= {f"K{k}-{arm}-seed{s}": cpu_config(N=21, K=k, seed=s, equalized=arm == "equalized", **TINY)
+              for k in SWEPT_K for s in (0, 1) for arm in ("plain", "equalized")}
+    memorizing = {f"mem-K{k}": cpu_config(N=21, K=k, frozen=("attn",), **TINY) for k in MEMORIZED_K}
+    for group in (plain, memorizing):
+        train_ensemble(list(group.values()), [sweep / name for name in group], progress=False)
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["measured"]["21"]["n_seeds"] == [2, 2, 2]  # T4: the plain arm alone
+    t6 = result["T6"]["21"]
+    assert t6["seeds"] == 3 and t6["nu"] == result["memorization"]["nu"]
+    # 4 steps: neither arm reaches ICL, so there is no K* to divide, and the line says why
+    assert t6["measured"]["why"].startswith("K* plain: > 256")
+    assert any(line.startswith("T6 N=21: equalized contexts: predicted") and "measured: no shift (K* plain: > 256" in line
+               for line in result["verdicts"])
