@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for line in report.verdicts:
         print(line)
-    print(f"written to {args.out / JSON_NAME}, theory.csv and theory_T1/T3/T4/T7.png")
+    print(f"written to {args.out / JSON_NAME}, theory.csv and theory_T1/T3/T4/T6/T7.png")
     return 0
 
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that ended in ICL and the fitted K*; T6, the factor by which equalized contexts move K* (measured where a "
         "K sweep has equalized=false and true at one N); T7, ln(e^L_ICL - 1) against the integral of the residual "
         "the ICL and IWL losses share, run by run after acquisition. Writes theory.json, theory.csv and "
-        "theory_T1/T3/T4/T7.png, and "
+        "theory_T1/T3/T4/T6/T7.png, and "
         "prints one verdict line per prediction (docs/THEORY.md).",
     )
     parser.add_argument(

@@ -48,7 +48,7 @@ def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(ti
     assert "not measured" in lines[1]  # 4 steps: no K = infinity seed reached ICL
     assert "measured: no K sweep with equalized=false and true at this N" in lines[3]
     assert lines[4].startswith("T7 N=20: not measured: no run reached ICL accuracy 0.75")
-    for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png", "theory_T7.png"):
+    for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png", "theory_T6.png", "theory_T7.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     result = json.loads((tmp_path / "out" / "theory.json").read_text())
     assert len(result["runs"]) == 5 + 6 + 3

@@ -11,8 +11,10 @@ the two K* intervals' extremes (low: equalized low over plain high).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,8 @@ from icl_mech.theory.equalized import kstar_factor, threshold_ratio
 
 #: Copies of the query item in a paired-format context: the query is one of the context's items.
 COPIES = 1
+#: beta0 range of the figure's predicted curve (the ratio is unbounded as beta0 falls to 0).
+CURVE_BETA0 = (0.05, 2.0)
 
 
 def _measured_shift(sweep: pd.DataFrame, levels: Levels) -> dict[str, Any] | None:
@@ -44,16 +48,16 @@ def _measured_shift(sweep: pd.DataFrame, levels: Levels) -> dict[str, Any] | Non
 def equalized_shift(
     sweeps: pd.DataFrame, beta0: dict[int, np.ndarray], nu: tuple[float, float, float], levels: Levels
 ) -> dict[int, dict[str, Any]]:
-    """T6 per N of ``beta0`` (the K = infinity seeds' beta0 at each N): the predicted Theta ratio
-    and K* factor with nu = (value, low, high), and the measured shift where ``sweeps`` (finite-K
-    whole-model runs) has both arms at that N."""
+    """T6 per N of ``beta0`` (the K = infinity seeds' beta0 at each N): those beta0, the predicted
+    Theta ratio and K* factor at their median with nu = (value, low, high), and the measured shift
+    where ``sweeps`` (finite-K whole-model runs) has both arms at that N."""
     result = {}
     for n, values in beta0.items():
         median = float(np.median(values))
         theta = threshold_ratio(median, n, COPIES)
         bounds = [kstar_factor(theta, exponent) for exponent in nu[1:]]
         result[n] = {
-            "beta0_median": median, "seeds": len(values), "theta_ratio": theta, "nu": nu[0], "nu_low": nu[1],
+            "beta0": [float(value) for value in values], "beta0_median": median, "seeds": len(values), "theta_ratio": theta, "nu": nu[0], "nu_low": nu[1],
             "nu_high": nu[2], "kstar_factor": kstar_factor(theta, nu[0]), "kstar_factor_lo": min(bounds),
             "kstar_factor_hi": max(bounds), "measured": _measured_shift(sweeps[sweeps.N == n], levels),
         }
@@ -90,3 +94,31 @@ def equalized_shift_verdicts(shift: dict[int, dict[str, Any]]) -> list[str]:
                 + ("holds (intervals overlap)" if overlap else "fails")
             )
     return lines
+
+
+def equalized_shift_figure(shift: dict[int, dict[str, Any]], path: Path) -> None:
+    """theory_T6.png: the predicted K* factor against beta0 (nu's interval shaded), each N's seeds
+    as ticks along the bottom and its median as a dotted line, and the measured shift with its
+    interval where there is one."""
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    grid = np.linspace(*CURVE_BETA0, 80)
+    for index, (n, entry) in enumerate(shift.items()):
+        colour, ratios = f"C{index}", np.array([threshold_ratio(beta0, n, COPIES) for beta0 in grid])
+        axis.plot(grid, kstar_factor(ratios, entry["nu"]), color=colour, label=f"N={n} predicted, nu {entry['nu']:.2f}")
+        ends = [kstar_factor(ratios, exponent) for exponent in (entry["nu_low"], entry["nu_high"])]
+        axis.fill_between(grid, np.minimum(*ends), np.maximum(*ends), color=colour, alpha=0.15)
+        axis.plot(entry["beta0"], np.full(len(entry["beta0"]), 1.0), "|", color=colour, ms=12)
+        axis.axvline(entry["beta0_median"], color=colour, ls=":", lw=1)
+        measured = entry["measured"]
+        if measured and "shift" in measured:
+            axis.axhline(measured["shift"], color=colour, ls="--", lw=1, label=f"N={n} measured x{measured['shift']:.2f}")
+            axis.axhspan(measured["shift_lo"], measured["shift_hi"], color=colour, alpha=0.1)
+    axis.set_yscale("log")
+    axis.set_ylim(0.9, 20)
+    axis.set_xlabel("beta0 (ticks: K = infinity seeds; dotted: their median)")
+    axis.set_ylabel("K* equalized / K* plain")
+    axis.set_title("T6: no run-away for beta0 <= 0 in the equalized flow", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.equalized_shift import equalized_shift, equalized_shift_verdicts
+from icl_mech.analysis.equalized_shift import equalized_shift, equalized_shift_figure, equalized_shift_verdicts
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.loss_tie import loss_tie, loss_tie_figure, loss_tie_verdicts
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
@@ -171,7 +171,7 @@ def _interval_dict(interval: Interval | None, why: str = "") -> dict[str, Any]:
 
 def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels()) -> TheoryReport:
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
-    theory.csv and the T1, T3, T4 and T7 figures into ``out_dir`` and returns what it wrote."""
+    theory.csv and the T1, T3, T4, T6 and T7 figures into ``out_dir`` and returns what it wrote."""
     memorizing, infinite, sweeps = _parts(table)
     curves = _memorization_curves(memorizing)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
@@ -305,6 +305,7 @@ def _write(report: TheoryReport, out_dir: Path) -> None:
     _t1_figure(report, out_dir / "theory_T1.png")
     _t3_figure(report, out_dir / "theory_T3.png")
     _t4_figure(report, out_dir / "theory_T4.png")
+    equalized_shift_figure(report.equalized, out_dir / "theory_T6.png")
     loss_tie_figure(report.loss_tie, out_dir / "theory_T7.png")
 
 
