@@ -22,6 +22,7 @@ from icl_mech.theory.beta0 import SEQUENCES, initial_match_sharpness, match_shar
 from icl_mech.theory.early_flow import early_gaps, flow_beta
 
 from conftest import cpu_config
+from test_theory_loss_tie import ETA, tied_losses
 
 TINY = {"steps": 4, "eval_every": 2, "checkpoint_every": 2, "eval_size": 64, "batch_size": 16, "d_mlp": 16}
 SWEPT_K, MEMORIZED_K, INFINITE_SEEDS = (64, 128, 256), (64, 128, 256), range(5)
@@ -48,15 +49,18 @@ def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(ti
     code, out = theory("--sweep", str(tiny_sweep), "--out", str(tmp_path / "out"), capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert [line.split(":")[0] for line in lines[:3]] == ["T1", "T3 N=20", "T4 N=20"]
+    assert [line.split(":")[0] for line in lines[:6]] == ["T1", "T3 N=20", "T4 N=20", "beta0 N=20", "T6 N=20", "T7 N=20"]
     assert "not measured" in lines[1]  # 4 steps: no K = infinity seed reached ICL
-    for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png"):
+    assert "measured: no K sweep with equalized=false and true at this N" in lines[4]
+    assert lines[5].startswith("T7 N=20: not measured: no run reached ICL accuracy 0.75")
+    for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png", "theory_T6.png", "theory_T7.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     result = json.loads((tmp_path / "out" / "theory.json").read_text())
     assert len(result["runs"]) == 5 + 6 + 3
     assert result["predicted"]["20"]["kstar"] is None  # every K = infinity seed is censored: K* infinite
     assert result["predicted"]["20"]["censored_above_I_K"] == 2  # censored from the first run's end, step 4
     assert result["measured"]["20"]["n_seeds"] == [2, 2, 2]
+    assert result["T7"]["20"] == {"level": 0.75, "n_runs": 0, "skipped": 6, "why": result["T7"]["20"]["why"]}
 
 
 def test_theory_checks_each_seeds_beta0_against_the_flow_fitted_to_its_later_checkpoints(tiny_sweep, tmp_path, capsys, monkeypatch):
@@ -101,10 +105,13 @@ def test_beta0_agreement_of_a_constant_offset_is_perfectly_correlated_with_that_
     assert beta0_agreement(seeds[:2])["r"] is None  # two seeds: nothing to compare
 
 
-def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None = None, budget: int | None = None) -> None:
-    """Replace ``run``'s metrics log by one with these ICL accuracies (and a constant c1)."""
-    rows = [{"step": s, "icl_acc": a, "iwl_acc": 0.5, "train_acc": 0.5, **({"c1": c1} if c1 is not None else {})}
-            for s, a in zip(steps, icl_acc)]
+def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None = None, budget: int | None = None,
+             losses: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Replace ``run``'s metrics log by one with these ICL accuracies (and a constant c1, and
+    these ICL and IWL losses: ln 2 at every step without)."""
+    icl_loss, iwl_loss = losses or (np.full(len(steps), math.log(2)),) * 2
+    rows = [{"step": s, "icl_acc": a, "iwl_acc": 0.5, "train_acc": 0.5, "icl_loss": float(li), "iwl_loss": float(lw),
+             **({"c1": c1} if c1 is not None else {})} for s, a, li, lw in zip(steps, icl_acc, icl_loss, iwl_loss)]
     (run / storage.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = storage.read_json(run / storage.CONFIG)
     config["train"]["steps"] = budget or steps[-1]
@@ -144,3 +151,40 @@ def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_t
     assert measured["fraction"] == [0, 0.5, 1] and measured["n_seeds"] == [2, 2, 2]
     assert {row["part"] for row in result["runs"]} == {"memorization", "K=inf", "K sweep"}
     assert result["verdicts"][1].startswith("T3 N=20: ln t_ICL on beta0, slope -1.00")
+
+
+def test_theory_recovers_the_eta_of_icl_and_iwl_losses_tied_by_the_shared_residual(tiny_sweep, tmp_path, capsys):
+    """Two K-sweep seeds acquire ICL at once and log ICL and IWL losses built from T7's relation
+    with eta' = 0.02 (tests/test_theory_loss_tie.py); the other runs, as trained, are skipped."""
+    sweep = Path(shutil.copytree(tiny_sweep, tmp_path / "sweep"))
+    steps = list(range(3001))  # tied_losses' steps
+    for seed, (zeta0, amplitude, tau) in enumerate([(0.5, 1.0, 200.0), (1.5, 0.6, 500.0)]):
+        _rewrite(sweep / f"K256-seed{seed}", steps, [0.9] * len(steps), c1=0.1, losses=tied_losses(zeta0, amplitude, tau))
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    assert code == 0
+    t7 = json.loads(out)["T7"]["20"]
+    assert t7["eta"] == pytest.approx(ETA, rel=1e-6) and t7["r2"] == pytest.approx(1, abs=1e-9)
+    assert (t7["n_runs"], t7["skipped"]) == (2, 4) and [run["t_a"] for run in t7["runs"]] == [0, 0]
+    assert json.loads(out)["verdicts"][-1].endswith("holds")
+    assert (tmp_path / "out" / "theory_T7.png").stat().st_size > 0
+
+
+def test_a_sweep_with_both_context_arms_gets_a_measured_t6_while_t4_reads_its_plain_arm(tmp_path, capsys):
+    """At N = 21 (equalized contexts need N - 1 even): plain and equalized arms of one K sweep."""
+    sweep = tmp_path / "sweep"
+    plain = {f"Kinf-seed{s}": cpu_config(N=21, K=None, seed=s, **TINY) for s in range(3)}
+    plain |= {f"K{k}-{arm}-seed{s}": cpu_config(N=21, K=k, seed=s, equalized=arm == "equalized", **TINY)
+              for k in SWEPT_K for s in (0, 1) for arm in ("plain", "equalized")}
+    memorizing = {f"mem-K{k}": cpu_config(N=21, K=k, frozen=("attn",), **TINY) for k in MEMORIZED_K}
+    for group in (plain, memorizing):
+        train_ensemble(list(group.values()), [sweep / name for name in group], progress=False)
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["measured"]["21"]["n_seeds"] == [2, 2, 2]  # T4: the plain arm alone
+    t6 = result["T6"]["21"]
+    assert t6["seeds"] == 3 and t6["nu"] == result["memorization"]["nu"]
+    # 4 steps: neither arm reaches ICL, so there is no K* to divide, and the line says why
+    assert t6["measured"]["why"].startswith("K* plain: > 256")
+    assert any(line.startswith("T6 N=21: equalized contexts: predicted") and "measured: no shift (K* plain: > 256" in line
+               for line in result["verdicts"])

@@ -1,5 +1,5 @@
-"""The theory beside the runs (``icl-mech theory``): T1, T3 and T4 of docs/THEORY.md, each a
-prediction from ``icl_mech.theory`` set on the same axes as what sweeps measured.
+"""The theory beside the runs (``icl-mech theory``): T1, T3, T4, T6 and T7 of docs/THEORY.md,
+each a prediction from ``icl_mech.theory`` set on the same axes as what sweeps measured.
 
 Runs play three parts, told apart by their config:
 
@@ -8,7 +8,9 @@ Runs play three parts, told apart by their config:
 - K = infinity runs (nothing frozen): each seed's beta0 (step 0) and t_ICL; T3's slope of
   ln t_ICL on beta0, and T4's F_inf, the distribution of t_ICL over seeds;
 - K sweeps (nothing frozen, finite K): the measured share of seeds that ended in ICL per K, and
-  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K*.
+  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K* (plain contexts only); T6's shift of K*
+  where a sweep has equalized=false and true arms at one N (``equalized_shift``); T7's tie of
+  the ICL and IWL losses after acquisition, run by run (``loss_tie``).
 
 The memorization runs may be at any N (the theory's I_K depends on K only); a K sweep is compared
 with the K = infinity runs at its own N.
@@ -26,7 +28,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from icl_mech.analysis.equalized_shift import equalized_shift, equalized_shift_figure, equalized_shift_verdicts
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
+from icl_mech.analysis.loss_tie import loss_tie, loss_tie_figure, loss_tie_verdicts
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_curves, memorization_times, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
@@ -66,6 +70,10 @@ class TheoryReport:
     measured: dict[int, dict[str, Any]]
     #: Per N: beta0 read at step 0 against beta0 of the flow fitted to the later checkpoints.
     beta0_check: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: T6 per N: the predicted Theta ratio and K* factor of equalized contexts, and the measured shift.
+    equalized: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: T7 per N: the runs' loss-tie fits and the pooled eta' (with each fitted run's losses under "curves").
+    loss_tie: dict[int, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +85,9 @@ class TheoryReport:
             "predicted": {str(n): value for n, value in self.predicted.items()},
             "measured": {str(n): value for n, value in self.measured.items()},
             "beta0_check": {str(n): value for n, value in self.beta0_check.items()},
+            "T6": {str(n): value for n, value in self.equalized.items()},
+            "T7": {str(n): {key: item for key, item in value.items() if key != "curves"}  # the losses stay out
+                   for n, value in self.loss_tie.items()},
             "verdicts": self.verdicts,
         })
 
@@ -142,7 +153,7 @@ def _interval_dict(interval: Interval | None, why: str = "") -> dict[str, Any]:
 
 def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels()) -> TheoryReport:
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
-    theory.csv and the T1, T3 and T4 figures into ``out_dir`` and returns what it wrote."""
+    theory.csv and the T1, T3, T4, T6 and T7 figures into ``out_dir`` and returns what it wrote."""
     memorizing, infinite, sweeps = _parts(table)
     curves = memorization_curves(memorizing, C1)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
@@ -161,14 +172,18 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
             report.beta0_vs_t_icl[n] = _interval_dict(log_time_slope(at_n.run.map(beta0), at_n.t_icl))
         except ConfigError as why:
             report.beta0_vs_t_icl[n] = _interval_dict(None, str(why))
-        sweep = sweeps[sweeps.N == n]
+        sweep = sweeps[(sweeps.N == n) & ~sweeps.equalized.astype(bool)]  # T4 is about plain contexts
         horizon = min(float(sweep.steps.max()), mem_horizon) if len(sweep) else mem_horizon
         at_horizon = law if horizon == mem_horizon else memorization_law(memorizing, curves, horizon)
         k_values = sweep.K if len(sweep) else memorizing.K  # without a sweep at N: at the memorized K
         report.predicted[n] = _predicted(at_n.t_icl.to_numpy(float), at_horizon, horizon, k_values.to_numpy(float), at_n)
         report.measured[n] = _measured(sweep, levels)
         report.beta0_check[n] = beta0_agreement(runs[runs.run.isin(at_n.run)])
-    report.verdicts = _verdicts(report) + [beta0_verdict(n, check) for n, check in report.beta0_check.items()]
+    seeds_beta0 = {int(n): at_n.run.map(beta0).to_numpy() for n, at_n in infinite.groupby("N")}
+    report.equalized = equalized_shift(sweeps, seeds_beta0, (law.exponent, *law.interval), levels)
+    report.loss_tie = loss_tie(sweeps, levels)
+    report.verdicts = (_verdicts(report) + [beta0_verdict(n, check) for n, check in report.beta0_check.items()]
+                       + equalized_shift_verdicts(report.equalized) + loss_tie_verdicts(report.loss_tie))
     _write(report, out_dir)
     return report
 
@@ -275,6 +290,8 @@ def _write(report: TheoryReport, out_dir: Path) -> None:
     _t1_figure(report, out_dir / "theory_T1.png")
     _t3_figure(report, out_dir / "theory_T3.png")
     _t4_figure(report, out_dir / "theory_T4.png")
+    equalized_shift_figure(report.equalized, out_dir / "theory_T6.png")
+    loss_tie_figure(report.loss_tie, out_dir / "theory_T7.png")
 
 
 def _t1_figure(report: TheoryReport, path: Path) -> None:

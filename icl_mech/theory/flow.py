@@ -45,6 +45,10 @@ class FlowParameters:
     #: Whether the readout w learns (False holds it at its initial value: the closed form
     #: e^-beta0 - e^-beta = (eta n w / N) I_K).
     train_readout: bool = True
+    #: Equalized contexts (T6): every label fills the same share of the context, so the other
+    #: tokens hold n fewer of the query's label than of the other; w's push is e^beta - 1 in place
+    #: of e^beta and beta's is (N - 1) / (N - 1 - n) times larger (``icl_mech.theory.equalized``).
+    equalized: bool = False
 
     @property
     def drive(self) -> float:
@@ -62,7 +66,8 @@ class Trajectory:
     #: I_K(t) = int_0^t c1: the memorization integral that drove the flow to time t.
     memorized: Float[np.ndarray, " time"]
     #: The in-context logit toward the query's label, w n e^beta / (n e^beta + N - 1 - n): the
-    #: copies' share of the attention (the other context labels cancel on average) times w.
+    #: copies' share of the attention (the other context labels cancel on average) times w;
+    #: w n (e^beta - 1) / (n e^beta + N - 1 - n) in equalized contexts.
     in_context_logit: Float[np.ndarray, " time"]
     #: When beta crossed the jump level (NaN when it did not before the end).
     t_icl: float
@@ -92,11 +97,15 @@ def integrate_flow(
     it at the crossing: past it beta diverges in finite time)."""
     drive, decay, residual = params.drive, params.weight_decay, residual_function(c1)
     level = math.log(params.N) if level is None else level
+    others = params.N - 1 - params.n
+    # equalized: the other tokens' labels lean n tokens against the query's (T6)
+    lean, sharpen = (1.0, (params.N - 1) / others) if params.equalized else (0.0, 1.0)
 
     def rates(t: float, state: np.ndarray) -> list[float]:
         beta, w, _ = state
-        push = drive * residual(t) * math.exp(beta)
-        return [push * w - decay * beta, push - decay * w if params.train_readout else 0.0, residual(t)]
+        push = drive * residual(t)
+        readout = push * (math.exp(beta) - lean) - decay * w if params.train_readout else 0.0
+        return [push * sharpen * math.exp(beta) * w - decay * beta, readout, residual(t)]
 
     def jump(t: float, state: np.ndarray) -> float:
         return state[0] - level
@@ -108,4 +117,4 @@ def integrate_flow(
     t, (beta, w, memorized) = solution.t, solution.y
     t_icl = float(solution.t_events[0][0]) if solution.t_events[0].size else float("nan")
     share = params.n * np.exp(beta)
-    return Trajectory(t, beta, w, memorized, w * share / (share + params.N - 1 - params.n), t_icl)
+    return Trajectory(t, beta, w, memorized, w * (share - params.n * lean) / (share + others), t_icl)
