@@ -8,7 +8,8 @@ Runs play three parts, told apart by their config:
 - K = infinity runs (nothing frozen): each seed's beta0 (step 0) and t_ICL; T3's slope of
   ln t_ICL on beta0, and T4's F_inf, the distribution of t_ICL over seeds;
 - K sweeps (nothing frozen, finite K): the measured share of seeds that ended in ICL per K, and
-  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K*.
+  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K*; where runs at one K and N differ in
+  attention weight decay, T5's fade against the flow (``theory_transience``).
 
 The memorization runs may be at any N (the theory's I_K depends on K only); a K sweep is compared
 with the K = infinity runs at its own N.
@@ -30,6 +31,7 @@ from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_curves, memorization_times, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
+from icl_mech.analysis.theory_transience import split_transience, transience, transience_figure, transience_verdicts
 from icl_mech.analysis.transition import threshold_table
 from icl_mech.errors import ConfigError
 from icl_mech.run import load_run
@@ -62,6 +64,8 @@ class TheoryReport:
     predicted: dict[int, dict[str, Any]]
     #: Per N: K, the fraction of seeds that ended in ICL, its interval and n_seeds; kstar with its interval.
     measured: dict[int, dict[str, Any]]
+    #: T5 per N: each transience run's fade and the flow's (the flow's trajectories under "curves").
+    transience: dict[int, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +76,7 @@ class TheoryReport:
             "beta0_vs_t_icl": {str(n): value for n, value in self.beta0_vs_t_icl.items()},
             "predicted": {str(n): value for n, value in self.predicted.items()},
             "measured": {str(n): value for n, value in self.measured.items()},
+            "T5": {str(n): {key: item for key, item in value.items() if key != "curves"} for n, value in self.transience.items()},
             "verdicts": self.verdicts,
         })
 
@@ -139,12 +144,14 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
     theory.csv and the T1, T3 and T4 figures into ``out_dir`` and returns what it wrote."""
     memorizing, infinite, sweeps = _parts(table)
+    sweeps, fading = split_transience(sweeps)
     curves = memorization_curves(memorizing, C1)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
     law = memorization_law(memorizing, curves, mem_horizon)
-    beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps]).itertuples()}
+    beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps, fading]).drop_duplicates("run").itertuples()}
     runs = pd.concat([
         memorizing.assign(part="memorization"), infinite.assign(part="K=inf"), sweeps.assign(part="K sweep"),
+        fading[~fading.run.isin(sweeps.run)].assign(part="transience"),
     ])[["run", "part", "K", "N", "seed", "t_icl", "icl_acc"]]
     runs.insert(5, "beta0", [beta0.get(run, np.nan) for run in runs.run])
     report = TheoryReport(runs, _t1(memorizing, curves, mem_horizon, law, table, levels), {}, {}, {})
@@ -161,7 +168,8 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
         k_values = sweep.K if len(sweep) else memorizing.K  # without a sweep at N: at the memorized K
         report.predicted[n] = _predicted(at_n.t_icl.to_numpy(float), at_horizon, horizon, k_values.to_numpy(float), at_n)
         report.measured[n] = _measured(sweep, levels)
-    report.verdicts = _verdicts(report)
+    report.transience = transience(fading, beta0, levels)
+    report.verdicts = _verdicts(report) + transience_verdicts(report.transience)
     _write(report, out_dir)
     return report
 
@@ -268,6 +276,8 @@ def _write(report: TheoryReport, out_dir: Path) -> None:
     _t1_figure(report, out_dir / "theory_T1.png")
     _t3_figure(report, out_dir / "theory_T3.png")
     _t4_figure(report, out_dir / "theory_T4.png")
+    if report.transience:
+        transience_figure(report.transience, out_dir / "theory_T5.png")
 
 
 def _t1_figure(report: TheoryReport, path: Path) -> None:
