@@ -221,7 +221,7 @@ def transience_figure(report: dict[int, dict[str, Any]], path: Path) -> None:
     over_time.set_ylabel("ICL accuracy (solid)")
     logit_axis.set_ylabel("flow's in-context logit (dashed)", fontsize=8)
     over_time.set_title(f"seed {runs.seed.min()}, one run per lambda", fontsize=9)
-    over_time.legend(fontsize=7)
+    over_time.legend(fontsize=6, loc="center right")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
