@@ -100,13 +100,13 @@ def test_runs_above_the_smallest_lambda_of_a_group_leave_the_k_sweep_for_t5():
 FADES = {0.0: None, 0.01: 3000, 0.02: 2600}  # lambda: the step ICL falls below 0.75 (None: never)
 
 
-def _fading_run(source: Path, run: Path, lam: float, seed: int) -> None:
-    """A copy of ``source`` at K = 96 with attention weight decay ``lam``, whose log acquires ICL
+def _fading_run(source: Path, run: Path, lam: float, seed: int, k: int = 96, optimizer: str = "sgd") -> None:
+    """A copy of ``source`` at K = ``k`` with attention weight decay ``lam``, whose log acquires ICL
     at step 1000, memorizes by step 2500 (both residuals fall to 0) and fades as ``FADES`` says."""
     shutil.copytree(source, run)
     config = storage.read_json(run / storage.CONFIG)
-    config["task"]["K"], config["train"]["weight_decay_attn"], config["train"]["seed"] = 96, lam, seed
-    config["train"]["optimizer"], config["train"]["lr"], config["train"]["steps"] = "sgd", 0.025, 4000
+    config["task"]["K"], config["train"]["weight_decay_attn"], config["train"]["seed"] = k, lam, seed
+    config["train"]["optimizer"], config["train"]["lr"], config["train"]["steps"] = optimizer, 0.025, 4000
     storage.write_json(run / storage.CONFIG, config)
     rows = []
     for step in range(0, 4001, 100):
@@ -154,3 +154,17 @@ def test_theory_without_a_weight_decay_sweep_says_so_in_t5s_line(tiny_sweep, tmp
     assert "T5: no weight-decay sweep (K-sweep runs at one K and N that differ in weight_decay_attn)" in out.splitlines()
     assert json.loads((tmp_path / "out" / "theory.json").read_text())["T5"] == {}
     assert not (tmp_path / "out" / "theory_T5.png").exists()
+
+
+def test_two_weight_decay_sweeps_at_one_n_are_told_apart_by_k_and_adam_runs_carry_a_caveat(tiny_sweep, tmp_path, capsys):  # noqa: F811
+    sweep = Path(shutil.copytree(tiny_sweep, tmp_path / "sweep"))
+    for k in (80, 96):
+        for lam in (0.0, 0.01):
+            _fading_run(tiny_sweep / "K64-seed0", sweep / f"K{k}-wd{lam}", lam, 0, k=k, optimizer="adam" if k == 80 else "sgd")
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), capsys=capsys)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("T5")]
+    assert [line.split(":")[0] for line in lines] == ["T5 N=20 K=80", "T5 N=20 K=96"]
+    assert lines[0].endswith("(the flow's decay 2 lr lambda is plain SGD's; these runs used adam)")
+    assert "plain SGD's" not in lines[1]
+    assert set(json.loads((tmp_path / "out" / "theory.json").read_text())["T5"]) == {"20 K=80", "20 K=96"}

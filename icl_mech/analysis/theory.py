@@ -65,7 +65,7 @@ class TheoryReport:
     #: Per N: K, the fraction of seeds that ended in ICL, its interval and n_seeds; kstar with its interval.
     measured: dict[int, dict[str, Any]]
     #: T5 per N: each transience run's fade and the flow's (the flow's trajectories under "curves").
-    transience: dict[int, dict[str, Any]] = field(default_factory=dict)
+    transience: dict[int | str, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 differ in attention weight decay lambda (``weight_decay_attn``).
 
 Each run is read for three times: t_ICL (first ICL accuracy >= the icl level), t_fade (the first
-step after t_ICL with ICL accuracy below half-way, (chance + 1) / 2; censored at the run's end if
-it never falls) and t_mem (the first step its residual falls below half the residual of a
+step after t_ICL from which ICL accuracy stays below half-way, (chance + 1) / 2, to the run's
+end; censored at the end if it never does) and t_mem (the first step its residual falls below half the residual of a
 network that knows nothing, (1 - chance) / 2). The theory: once memorized, the drive stops and
 decay wins, so t_fade - t_mem ~ 1 / lambda, never at lambda = 0.
 
@@ -12,7 +12,7 @@ The flow is driven by each run's own logged residual: ``iwl_residual`` (the whol
 IWL set), the residual whose integral follows the memorization law (docs/THEORY.md, T1), with
 ``c1`` (the attention-free path) read beside it. Its decay is lambda_flow = 2 lr lambda, what
 plain SGD's decay of lr lambda per step on each factor gives the products W_Q W_K (beta) and
-W_V W_O (w). Its one free scale, the drive eta, is fitted seed by seed on the run at the group's
+W_V W_O (w) (under Adam the decay has no such reading, and the line says so). Its one free scale, the drive eta, is fitted seed by seed on the run at the group's
 smallest lambda (lambda = 0 in a transience sweep), so that the flow's t_ICL there is the run's;
 a seed without such a run takes the geometric mean of the fitted drives.
 """
@@ -78,10 +78,10 @@ def memorization_time(steps: np.ndarray, residual: np.ndarray, n_labels: int) ->
     return first_crossing(steps, -np.asarray(residual, dtype=float), -(1 - chance(n_labels)) / 2)
 
 
-def transience(runs: pd.DataFrame, beta0: dict[str, float], levels: Levels) -> dict[int, dict[str, Any]]:
-    """T5 per N (one transience sweep per N: its K is stated): each run's measured times and the
+def transience(runs: pd.DataFrame, beta0: dict[str, float], levels: Levels) -> dict[int | str, dict[str, Any]]:
+    """T5 per transience sweep, keyed by its N (by "N K=..." where one N has sweeps at several K): each run's measured times and the
     flow's prediction under each drive in ``DRIVES``; the flow's trajectories under "curves"."""
-    report = {}
+    report, several = {}, runs.groupby("N").K.nunique() > 1
     for (k, n), group in runs.groupby(["K", "N"]):
         rows, curves = [], {}
         logs = {row.run: load_run(row.run).metrics for row in group.itertuples()}
@@ -99,8 +99,8 @@ def transience(runs: pd.DataFrame, beta0: dict[str, float], levels: Levels) -> d
         for drive in drives:
             predicted, curves[drive] = _predict(table, logs, drive, int(n))
             table = table.join(predicted.add_suffix(f"_{drive}"))
-        report[int(n)] = {
-            "K": float(k), "optimizer": group.optimizer.iloc[0], "drive": drives[0] if drives else None,
+        report[f"{int(n)} K={k:.0f}" if several[n] else int(n)] = {
+            "N": int(n), "K": float(k), "optimizer": group.optimizer.iloc[0], "drive": drives[0] if drives else None,
             "fitted": "eta, seed by seed: the flow's t_ICL on the run at the smallest lambda is that run's t_ICL",
             "runs": table.to_dict(orient="records"), "curves": curves,
         }
@@ -141,7 +141,7 @@ def _times(runs: pd.DataFrame, column: str, censored: str) -> str:
     return ", ".join("none" if math.isnan(t) else f">{t:.0f}" if c else f"{t:.0f}" for t, c in zip(runs[column], runs[censored]))
 
 
-def transience_verdicts(report: dict[int, dict[str, Any]]) -> list[str]:
+def transience_verdicts(report: dict[int | str, dict[str, Any]]) -> list[str]:
     """One line per transience sweep: measured t_fade per lambda beside the flow's, (t_fade -
     t_mem) lambda (equal under the 1 / lambda law), and holds / partly / fails."""
     if not report:
@@ -149,7 +149,7 @@ def transience_verdicts(report: dict[int, dict[str, Any]]) -> list[str]:
     lines = []
     for n, t5 in report.items():
         runs, drive = pd.DataFrame(t5["runs"]), t5["drive"]
-        head = f"T5 N={n} K={t5['K']:.0f}:"
+        head = f"T5 N={t5['N']} K={t5['K']:.0f}:"
         per_lambda = "; ".join(
             f"lambda {lam:g} t_ICL {', '.join(f'{t:.0f}' for t in at.t_icl)}, t_fade {_times(at, 't_fade', 'fade_censored')}"
             + (f" (flow {_times(at, f'flow_t_fade_{drive}', f'flow_censored_{drive}')})" if drive else "")
@@ -160,8 +160,9 @@ def transience_verdicts(report: dict[int, dict[str, Any]]) -> list[str]:
         if drive is None:
             lines.append(f"{head} {per_lambda}{scaled}; flow not run: the runs log no {DRIVES[0]}")
             continue
+        caveat = "" if t5["optimizer"] == "sgd" else f" (the flow's decay 2 lr lambda is plain SGD's; these runs used {t5['optimizer']})"
         lines.append(f"{head} {per_lambda}{scaled}; drive {drive}, eta fitted at lambda {runs['lambda'].min():g}: "
-                     + _verdict(runs, f"flow_t_fade_{drive}", f"flow_censored_{drive}"))
+                     + _verdict(runs, f"flow_t_fade_{drive}", f"flow_censored_{drive}") + caveat)
     return lines
 
 
@@ -185,7 +186,7 @@ def _state(t_fade: pd.Series, censored: pd.Series) -> pd.Series:
     return pd.Series(np.where(t_fade.isna(), "no ICL", np.where(censored.astype(bool), "censored", "faded")), index=t_fade.index)
 
 
-def transience_figure(report: dict[int, dict[str, Any]], path: Path) -> None:
+def transience_figure(report: dict[int | str, dict[str, Any]], path: Path) -> None:
     """theory_T5.png: measured t_fade and the flow's against lambda, open at the run's end where
     not faded by then, a cross at 0 where there was no ICL; beside it, one seed per lambda: ICL
     accuracy and the flow's in-context logit."""
