@@ -24,6 +24,7 @@ beta_m is where it stood: the fade comes as 1 / lambda, and never at lambda = 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,15 +83,16 @@ def integrate_fading_flow(
         push = drive * c / (c + (1 - c) * math.exp(w * share))
         return [push * w * share * (1 - share) - decay * beta, push * share - decay * w]
 
-    def rise(t: float, state: np.ndarray) -> float:
-        return state[0] - level
+    def crossing(direction: float) -> Callable[[float, np.ndarray], float]:
+        def event(t: float, state: np.ndarray) -> float:
+            return state[0] - level
 
-    def fall(t: float, state: np.ndarray) -> float:
-        return state[0] - level
+        event.direction = direction
+        return event
 
-    rise.direction, fall.direction = 1.0, -1.0
     solution = solve_ivp(
-        rates, (0.0, t_end), [beta0, w0], method="DOP853", events=[rise, fall], t_eval=t_eval, rtol=rtol, atol=atol
+        rates, (0.0, t_end), [beta0, w0], method="DOP853", events=[crossing(1.0), crossing(-1.0)], t_eval=t_eval,
+        rtol=rtol, atol=atol,
     )
     if solution.status < 0:
         raise ValueError(f"the saturating flow could not be integrated to t = {t_end}: {solution.message}")
