@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from icl_mech.analysis.fits import fit_power_law
 from icl_mech.analysis.plotting import tick_swept
 from icl_mech.analysis.sweep_table import Levels, first_crossing
 from icl_mech.errors import ConfigError
@@ -102,9 +103,21 @@ def transience(runs: pd.DataFrame, beta0: dict[str, float], levels: Levels) -> d
         report[f"{int(n)} K={k:.0f}" if several[n] else int(n)] = {
             "N": int(n), "K": float(k), "optimizer": group.optimizer.iloc[0], "drive": drives[0] if drives else None,
             "fitted": "eta, seed by seed: the flow's t_ICL on the run at the smallest lambda is that run's t_ICL",
-            "runs": table.to_dict(orient="records"), "curves": curves,
+            "fade_law": _fade_law(table), "runs": table.to_dict(orient="records"), "curves": curves,
         }
     return report
+
+
+def _fade_law(table: pd.DataFrame) -> dict[str, Any]:
+    """The 1/lambda law: t_fade - t_mem = C lambda^exponent over the runs with lambda > 0 that
+    memorized and then faded, the exponent with its 95% interval (theory: -1)."""
+    faded = table[(table["lambda"] > 0) & (table.t_fade_minus_t_mem > 0)]
+    try:
+        fit = fit_power_law(faded["lambda"].to_numpy(), faded.t_fade_minus_t_mem.to_numpy())
+    except ConfigError:
+        return {"exponent": None, "low": None, "high": None, "n": len(faded),
+                "why": f"needs runs that memorized, then faded, at 2 or more lambda > 0; got lambda {sorted(set(faded['lambda']))}"}
+    return {"exponent": fit.exponent, "low": fit.interval[0], "high": fit.interval[1], "n": len(faded), "prefactor": fit.prefactor}
 
 
 def _predict(table: pd.DataFrame, logs: dict[str, pd.DataFrame], drive: str, n: int) -> tuple[pd.DataFrame, dict]:
@@ -142,8 +155,9 @@ def _times(runs: pd.DataFrame, column: str, censored: str) -> str:
 
 
 def transience_verdicts(report: dict[int | str, dict[str, Any]]) -> list[str]:
-    """One line per transience sweep: measured t_fade per lambda beside the flow's, (t_fade -
-    t_mem) lambda (equal under the 1 / lambda law), and holds / partly / fails."""
+    """One line per transience sweep: measured t_ICL and t_fade per lambda beside the flow's
+    t_fade, (t_fade - t_mem) lambda and the 1 / lambda law's exponent with its verdict, and the
+    flow's holds / partly / fails."""
     if not report:
         return [f"T5: {NO_SWEEP}"]
     lines = []
@@ -154,14 +168,17 @@ def transience_verdicts(report: dict[int | str, dict[str, Any]]) -> list[str]:
             f"lambda {lam:g} t_ICL {', '.join(f'{t:.0f}' for t in at.t_icl)}, t_fade {_times(at, 't_fade', 'fade_censored')}"
             + (f" (flow {_times(at, f'flow_t_fade_{drive}', f'flow_censored_{drive}')})" if drive else "")
             for lam, at in runs.groupby("lambda"))
-        law = runs[(runs["lambda"] > 0) & runs.t_fade_minus_t_mem.notna()]
+        law, fit = runs[(runs["lambda"] > 0) & runs.t_fade_minus_t_mem.notna()], t5["fade_law"]
         scaled = (f"; (t_fade - t_mem) lambda = {', '.join(f'{v:.0f}' for v in law.t_fade_minus_t_mem * law['lambda'])}"
-                  " (equal under the 1/lambda law)" if len(law) else "; no run faded after memorizing")
+                  if len(law) else "; no run faded after memorizing")
+        scaled += ("; 1/lambda law: " + (f"not measured, {fit['why']}" if fit["exponent"] is None else
+                   f"t_fade - t_mem ~ lambda^{fit['exponent']:.2f} [{fit['low']:.2f}, {fit['high']:.2f}] over {fit['n']} runs "
+                   f"(theory: -1): {'holds' if fit['low'] <= -1 <= fit['high'] else 'fails'}"))
         if drive is None:
             lines.append(f"{head} {per_lambda}{scaled}; flow not run: the runs log no {DRIVES[0]}")
             continue
         caveat = "" if t5["optimizer"] == "sgd" else f" (the flow's decay 2 lr lambda is plain SGD's; these runs used {t5['optimizer']})"
-        lines.append(f"{head} {per_lambda}{scaled}; drive {drive}, eta fitted at lambda {runs['lambda'].min():g}: "
+        lines.append(f"{head} {per_lambda}{scaled}; the flow (drive {drive}, eta fitted at lambda {runs['lambda'].min():g}): "
                      + _verdict(runs, f"flow_t_fade_{drive}", f"flow_censored_{drive}") + caveat)
     return lines
 
