@@ -162,8 +162,8 @@ def test_theory_without_a_weight_decay_sweep_says_so_in_t5s_line(tiny_sweep, tmp
 
 def test_two_weight_decay_sweeps_at_one_n_are_told_apart_by_k_and_adam_runs_carry_a_caveat(tiny_sweep, tmp_path, capsys):  # noqa: F811
     sweep = Path(shutil.copytree(tiny_sweep, tmp_path / "sweep"))
-    for k in (80, 96):
-        for lam in (0.0, 0.01):
+    for k, lambdas in ((80, (0.01, 0.02)), (96, (0.0, 0.01))):
+        for lam in lambdas:
             _fading_run(tiny_sweep / "K64-seed0", sweep / f"K{k}-wd{lam}", lam, 0, k=k, optimizer="adam" if k == 80 else "sgd")
     code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), capsys=capsys)
     assert code == 0
@@ -171,4 +171,7 @@ def test_two_weight_decay_sweeps_at_one_n_are_told_apart_by_k_and_adam_runs_carr
     assert [line.split(":")[0] for line in lines] == ["T5 N=20 K=80", "T5 N=20 K=96"]
     assert lines[0].endswith("(the flow's decay 2 lr lambda is plain SGD's; these runs used adam)")
     assert "plain SGD's" not in lines[1]
-    assert set(json.loads((tmp_path / "out" / "theory.json").read_text())["T5"]) == {"20 K=80", "20 K=96"}
+    t5 = json.loads((tmp_path / "out" / "theory.json").read_text())["T5"]
+    assert set(t5) == {"20 K=80", "20 K=96"}
+    base = t5["20 K=80"]["runs"][0]  # lambda 0.01, the smallest here: the drive is fitted with its decay
+    assert base["lambda"] == 0.01 and base["flow_t_icl_iwl_residual"] == pytest.approx(1000, rel=1e-4)

@@ -128,8 +128,8 @@ def _predict(table: pd.DataFrame, logs: dict[str, pd.DataFrame], drive: str, n: 
     for row in base.itertuples():
         metrics = logs[row.run]
         try:
-            fitted[row.seed] = fit_drive((metrics.step, metrics[drive]), row.beta0, FlowParameters(N=n, n=COPIES),
-                                         row.t_icl, row.final_step)
+            base_params = FlowParameters(N=n, n=COPIES, weight_decay=row.lambda_flow)  # lambda_flow 0 in a transience sweep
+            fitted[row.seed] = fit_drive((metrics.step, metrics[drive]), row.beta0, base_params, row.t_icl, row.final_step)
         except ConfigError:
             continue  # this seed's run never reached ICL: the geometric mean stands in
     shared = math.exp(np.mean(np.log(list(fitted.values())))) if fitted else math.nan
