@@ -234,7 +234,7 @@ def transience_figure(report: dict[int | str, dict[str, Any]], path: Path) -> No
     tick_swept(fades.xaxis, [lam for t5 in report.values() for lam in pd.DataFrame(t5["runs"])["lambda"]])
     fades.set_ylabel("t_fade (open: not by the end; x at 0: no ICL)", fontsize=8)
     fades.set_title(f"T5: ICL fade, runs and the flow (drive: {drive})", fontsize=9)
-    fades.legend(fontsize=7, loc="center left")
+    fades.legend(fontsize=7, loc="upper right")
     over_time.set_xlabel("step")
     over_time.set_ylabel("ICL accuracy (solid)")
     logit_axis.set_ylabel("flow's in-context logit (dashed)", fontsize=8)
