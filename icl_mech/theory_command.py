@@ -22,21 +22,24 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for line in report.verdicts:
         print(line)
-    print(f"written to {args.out / JSON_NAME}, theory.csv and theory_T1/T3/T4/T6/T7.png")
+    print(f"written to {args.out / JSON_NAME}, theory.csv and theory_T1/T3/T4/T6/T7.png"
+          + (" and theory_T5.png" if report.transience else ""))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "theory", help="the reduced kinetic model's predictions (T1, T3, T4, T6, T7) beside memorization, K=inf and K-sweep runs",
+        "theory", help="the reduced kinetic model's predictions (T1, T3, T4, T5, T6, T7) beside memorization, K=inf and K-sweep runs",
         description="Read memorization runs (frozen=attn, finite K; they log c1, the MLP's residual), K=inf runs "
         "(3 or more seeds at each N) and K sweeps, and set each prediction of the theory beside them: T1, the "
         "memorization integral I_K = A K^nu; T3, the slope of ln t_ICL on each seed's beta0 (its attention's "
         "score gap at step 0; theory: -1); T4, P_ICL(K) = F_inf(2 I_K) and its K*, against the share of seeds "
-        "that ended in ICL and the fitted K*; T6, the factor by which equalized contexts move K* (measured where a "
-        "K sweep has equalized=false and true at one N); T7, ln(e^L_ICL - 1) against the integral of the residual "
-        "the ICL and IWL losses share, run by run after acquisition. Writes theory.json, theory.csv and "
-        "theory_T1/T3/T4/T6/T7.png, and "
+        "that ended in ICL and the fitted K*; T5, where K-sweep runs at one K and N differ in weight_decay_attn, "
+        "each run's ICL fade against the flow with weight decay driven by its own logged residual; T6, the factor "
+        "by which equalized contexts move K* (measured where a K sweep has equalized=false and true at one N); T7, "
+        "ln(e^L_ICL - 1) against the integral of the residual the ICL and IWL losses share, run by run after "
+        "acquisition. Writes theory.json, theory.csv and theory_T1/T3/T4/T6/T7.png (and theory_T5.png where a "
+        "sweep varies the decay), and "
         "prints one verdict line per prediction (docs/THEORY.md).",
     )
     parser.add_argument(

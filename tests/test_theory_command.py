@@ -49,10 +49,11 @@ def test_theory_on_a_tiny_sweep_writes_its_files_and_a_verdict_per_prediction(ti
     code, out = theory("--sweep", str(tiny_sweep), "--out", str(tmp_path / "out"), capsys=capsys)
     assert code == 0
     lines = out.splitlines()
-    assert [line.split(":")[0] for line in lines[:6]] == ["T1", "T3 N=20", "T4 N=20", "beta0 N=20", "T6 N=20", "T7 N=20"]
+    assert [line.split(":")[0] for line in lines[:7]] == ["T1", "T3 N=20", "T4 N=20", "beta0 N=20", "T5", "T6 N=20", "T7 N=20"]
     assert "not measured" in lines[1]  # 4 steps: no K = infinity seed reached ICL
-    assert "measured: no K sweep with equalized=false and true at this N" in lines[4]
-    assert lines[5].startswith("T7 N=20: not measured: no run reached ICL accuracy 0.75")
+    assert "no weight-decay sweep" in lines[4]
+    assert "measured: no K sweep with equalized=false and true at this N" in lines[5]
+    assert lines[6].startswith("T7 N=20: not measured: no run reached ICL accuracy 0.75")
     for name in ("theory.json", "theory.csv", "theory_T1.png", "theory_T3.png", "theory_T4.png", "theory_T6.png", "theory_T7.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     result = json.loads((tmp_path / "out" / "theory.json").read_text())

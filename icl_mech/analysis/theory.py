@@ -8,9 +8,10 @@ Runs play three parts, told apart by their config:
 - K = infinity runs (nothing frozen): each seed's beta0 (step 0) and t_ICL; T3's slope of
   ln t_ICL on beta0, and T4's F_inf, the distribution of t_ICL over seeds;
 - K sweeps (nothing frozen, finite K): the measured share of seeds that ended in ICL per K, and
-  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K* (plain contexts only); T6's shift of K*
-  where a sweep has equalized=false and true arms at one N (``equalized_shift``); T7's tie of
-  the ICL and IWL losses after acquisition, run by run (``loss_tie``).
+  K*, beside T4's P_ICL(K) = F_inf(2 I_K(h)) and its K* (plain contexts only); where runs at one K
+  and N differ in attention weight decay, T5's fade against the flow (``theory_transience``); T6's
+  shift of K* where a sweep has equalized=false and true arms at one N (``equalized_shift``); T7's
+  tie of the ICL and IWL losses after acquisition, run by run (``loss_tie``).
 
 The memorization runs may be at any N (the theory's I_K depends on K only); a K sweep is compared
 with the K = infinity runs at its own N.
@@ -35,6 +36,7 @@ from icl_mech.analysis.memorization import fit_memorization_exponent, memorizati
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.theory_beta0 import beta0_agreement, beta0_verdict, early_flow_fits
+from icl_mech.analysis.theory_transience import split_transience, transience, transience_figure, transience_verdicts
 from icl_mech.analysis.transition import threshold_table
 from icl_mech.errors import ConfigError
 from icl_mech.run import load_run
@@ -74,6 +76,8 @@ class TheoryReport:
     equalized: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: T7 per N: the runs' loss-tie fits and the pooled eta' (with each fitted run's losses under "curves").
     loss_tie: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: T5 per N: each transience run's fade and the flow's (the flow's trajectories under "curves").
+    transience: dict[int | str, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +92,7 @@ class TheoryReport:
             "T6": {str(n): value for n, value in self.equalized.items()},
             "T7": {str(n): {key: item for key, item in value.items() if key != "curves"}  # the losses stay out
                    for n, value in self.loss_tie.items()},
+            "T5": {str(n): {key: item for key, item in value.items() if key != "curves"} for n, value in self.transience.items()},
             "verdicts": self.verdicts,
         })
 
@@ -153,14 +158,16 @@ def _interval_dict(interval: Interval | None, why: str = "") -> dict[str, Any]:
 
 def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels()) -> TheoryReport:
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
-    theory.csv and the T1, T3, T4, T6 and T7 figures into ``out_dir`` and returns what it wrote."""
+    theory.csv and the T1, T3, T4, T6 and T7 figures (T5 with a weight-decay sweep) into ``out_dir`` and returns what it wrote."""
     memorizing, infinite, sweeps = _parts(table)
+    sweeps, fading = split_transience(sweeps)
     curves = memorization_curves(memorizing, C1)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
     law = memorization_law(memorizing, curves, mem_horizon)
-    beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps]).itertuples()}
+    beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps, fading]).drop_duplicates("run").itertuples()}
     runs = pd.concat([
         memorizing.assign(part="memorization"), infinite.assign(part="K=inf"), sweeps.assign(part="K sweep"),
+        fading[~fading.run.isin(sweeps.run)].assign(part="transience"),
     ])[["run", "part", "K", "N", "seed", "t_icl", "icl_acc"]]
     runs.insert(5, "beta0", [beta0.get(run, np.nan) for run in runs.run])
     runs = runs.merge(early_flow_fits(infinite), on="run", how="left")
@@ -180,10 +187,12 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
         report.measured[n] = _measured(sweep, levels)
         report.beta0_check[n] = beta0_agreement(runs[runs.run.isin(at_n.run)])
     seeds_beta0 = {int(n): at_n.run.map(beta0).to_numpy() for n, at_n in infinite.groupby("N")}
+    report.transience = transience(fading, beta0, levels)
     report.equalized = equalized_shift(sweeps, seeds_beta0, (law.exponent, *law.interval), levels)
     report.loss_tie = loss_tie(sweeps, levels)
     report.verdicts = (_verdicts(report) + [beta0_verdict(n, check) for n, check in report.beta0_check.items()]
-                       + equalized_shift_verdicts(report.equalized) + loss_tie_verdicts(report.loss_tie))
+                       + transience_verdicts(report.transience) + equalized_shift_verdicts(report.equalized)
+                       + loss_tie_verdicts(report.loss_tie))
     _write(report, out_dir)
     return report
 
@@ -290,6 +299,8 @@ def _write(report: TheoryReport, out_dir: Path) -> None:
     _t1_figure(report, out_dir / "theory_T1.png")
     _t3_figure(report, out_dir / "theory_T3.png")
     _t4_figure(report, out_dir / "theory_T4.png")
+    if report.transience:
+        transience_figure(report.transience, out_dir / "theory_T5.png")
     equalized_shift_figure(report.equalized, out_dir / "theory_T6.png")
     loss_tie_figure(report.loss_tie, out_dir / "theory_T7.png")
 

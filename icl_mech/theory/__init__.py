@@ -2,6 +2,8 @@
 its predictions, and what it reads from runs.
 
 - ``flow``: the reduced flow of the in-context parameters (beta, w), driven by the MLP's residual c1.
+- ``transience``: the same flow past acquisition (the whole softmax, the residual saturated by the
+  context's logit), with weight decay: T5's fade, and the drive fitted to a run's t_ICL.
 - ``predictions``: T3's slope of ln t_ICL on beta0, T4's P_ICL(K) and K* from K = infinity seeds.
 - ``residual``: c1 from a HookedTransformer's attention-free path, and the memorization integral I_K.
 - ``beta0``: a seed's initial match sharpness, read from its attention at step 0.
@@ -19,6 +21,8 @@ _HOMES = {
     "FlowParameters": "icl_mech.theory.flow",
     "Trajectory": "icl_mech.theory.flow",
     "integrate_flow": "icl_mech.theory.flow",
+    "integrate_fading_flow": "icl_mech.theory.transience",
+    "fit_drive": "icl_mech.theory.transience",
     "acquisition_probability": "icl_mech.theory.predictions",
     "predicted_threshold": "icl_mech.theory.predictions",
     "log_time_slope": "icl_mech.theory.predictions",
