@@ -4,7 +4,8 @@
 
 Each point trains ``icl_mech.reddy_model``'s model on the preset's task with the grid's values
 (the same training stream and evaluation sets as a network run of that config) and prints its
-final accuracies and parameters, one row per point; ``--out`` also writes them as CSV.
+final accuracies and parameters, one row per point; ``--out`` also writes them as CSV (making
+its folder).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     table = minimal_grid(((point.values, point.config) for point in points), args.lr)
     print(table[[*points[0].values, *COLUMNS]].round(3).to_string(index=False))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     return 0
 

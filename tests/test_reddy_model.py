@@ -55,7 +55,7 @@ def _example_script():
 
 def test_example_script_trains_one_model_per_grid_point_and_refuses_a_bad_point_in_one_line(tmp_path, capsys):
     script = _example_script()
-    out = tmp_path / "grid.csv"
+    out = tmp_path / "figures" / "grid.csv"  # its folder made, as reproduce_cpu.sh's reddy part needs
     args = ["--grid", "K=64,128", "--set", "steps=2", "--set", "eval_size=16", "--out", str(out)]
     assert script.main(args) == 0
     table = pd.read_csv(out)
