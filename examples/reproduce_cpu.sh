@@ -63,9 +63,10 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
         icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1-seed0" --circuit "$circuit"
     done
     icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1.5-seed0" --circuit induction  # both abilities
-    # R1 and R2 with Reddy's optimizer, plain SGD: its learning rates at K = 16384 (seed 0), then
-    # the B = 2 phase diagram over K, B = 1, 4 at the boundary and epsilon = 0, 0.4 at K = 1024 and
-    # 16384, 4 seeds a point, each run ended by the stopping rule (docs/SWEEPS.md) or at 3000 steps.
+    # R1-R3 with Reddy's optimizer, plain SGD: its learning rates at K = 16384 (seed 0), then the
+    # B = 2 phase diagram over K, B = 1, 4 at the boundary, epsilon = 0, 0.4 at K = 1024 and 16384,
+    # and zipf_alpha = 1, 1.5, 4 seeds a point, each run ended by the stopping rule (docs/SWEEPS.md)
+    # or at 3000 steps.
     sweep reddy_sgd_lr --preset cpu-reddy --grid lr=0.01,0.1,0.3,1 --set optimizer=sgd --set steps=2000 \
         --set eval_every=100 --set checkpoint_every=500
     local sgd=(--preset cpu-reddy --set optimizer=sgd --set lr=0.1 --set weight_decay=1e-6 --set weight_decay_attn=1e-6
@@ -74,9 +75,11 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
     sweep reddy_sgd_k --grid K=64,256,...,16384 --grid seed=0..3 "${sgd[@]}"
     sweep reddy_sgd_b --grid B=1,4 --grid K=1024,4096 --grid seed=0..3 "${sgd[@]}"
     sweep reddy_sgd_eps --grid epsilon=0,0.4 --grid K=1024,16384 --grid seed=0..3 "${sgd[@]}"
+    sweep reddy_sgd_zipf --grid zipf_alpha=1,1.5 --grid seed=0..3 --set K=16384 "${sgd[@]}"
     figures reddy_sgd_k --sweep "$SWEEPS/reddy_sgd_k" --only phase
     figures reddy_sgd_b --sweep "$SWEEPS/reddy_sgd_b" --only phase
     figures reddy_sgd_eps --sweep "$SWEEPS/reddy_sgd_eps" --only phase
+    figures reddy_sgd_zipf --sweep "$SWEEPS/reddy_sgd_zipf" --only phase
     # R6: Reddy's minimal model trained alone over R1's, R2's and R3's grids (1000 steps, seed 0);
     # a grid whose CSV exists is done (the model trains in seconds to minutes, so a grid reruns whole).
     minimal b_k --grid B=1,2,4 --grid K=64,256,...,16384 --set steps=1000
