@@ -4,7 +4,8 @@
 
 Each point trains ``icl_mech.reddy_model``'s model on the preset's task with the grid's values
 (the same training stream and evaluation sets as a network run of that config) and prints its
-final accuracies and parameters, one row per point; ``--out`` also writes them as CSV.
+final accuracies, the IWL sets' baselines beside them, and its parameters, one row per point;
+``--out`` also writes them as CSV (making its folder).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from icl_mech.presets import preset
 from icl_mech.reddy_model import minimal_grid
 from icl_mech.sweep import parse_grid, plan_sweep
 
-COLUMNS = ["icl_acc", "icl_swap_acc", "iwl_iid_acc", "iwl_acc", "match", "readout"]
+#: Each IWL accuracy beside what needs no memory: on ``iwl_iid`` copying where the query's class is
+#: in the context, else the label prior; on ``iwl`` (query never in the context) the label prior.
+COLUMNS = ["icl_acc", "icl_swap_acc", "iwl_iid_acc", "iwl_iid_copy_else_prior", "iwl_acc", "iwl_label_prior",
+           "match", "readout"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     table = minimal_grid(((point.values, point.config) for point in points), args.lr)
     print(table[[*points[0].values, *COLUMNS]].round(3).to_string(index=False))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     return 0
 

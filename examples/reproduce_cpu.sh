@@ -3,7 +3,7 @@
 #
 #   bash examples/reproduce_cpu.sh [OUT] [WORKERS] [PART]     (defaults: ./repro, 2, all)
 #
-# PART `reddy` runs only the sweeps and figures of Reddy (2024)'s setting (docs/REDDY.md); PART
+# PART `reddy` runs only the commands of docs/REDDY.md (Reddy (2024)'s setting); PART
 # `theory` only those behind docs/THEORY.md's measured verdicts.
 # Each sweep skips finished runs and resumes interrupted ones, so re-running the script after an
 # interruption picks up where it stopped. It prints each sweep's wall-clock time and the total.
@@ -31,6 +31,14 @@ figures() {  # figures NAME ARGS...: `icl-mech figures` into $FIGURES/NAME
     icl-mech figures "$@" --out "$FIGURES/$name"
 }
 
+minimal() {  # minimal NAME ARGS...: Reddy's minimal model over a grid into $FIGURES/reddy_minimal/NAME.csv
+    local name=$1 began=$SECONDS csv="$FIGURES/reddy_minimal/$1.csv"
+    shift
+    if [[ -f "$csv" ]]; then return; fi
+    python "$(dirname "$0")/reddy_minimal_model.py" "$@" --out "$csv"
+    echo "minimal model $name: $((SECONDS - began)) s"
+}
+
 reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/REDDY.md)
     local began=$SECONDS
     # Phase diagrams: final ICL (novel classes) and IWL (random classes) over B and K, and over
@@ -55,6 +63,33 @@ reddy() {  # Reddy (2024)'s setting: L = 32 labels, the cpu-reddy preset (docs/R
         icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1-seed0" --circuit "$circuit"
     done
     icl-mech ablate --run "$SWEEPS/reddy_zipf/zipf_alpha1.5-seed0" --circuit induction  # both abilities
+    # R1-R3 with Reddy's optimizer, plain SGD: its learning rates at K = 16384 (seed 0), then the
+    # B = 2 phase diagram over K, B = 1, 4 at the boundary, epsilon = 0, 0.4 at K = 1024 and 16384,
+    # and zipf_alpha = 1, 1.5, 4 seeds a point, each run ended by the stopping rule (docs/SWEEPS.md)
+    # or at 3000 steps.
+    sweep reddy_sgd_lr --preset cpu-reddy --grid lr=0.01,0.1,0.3,1 --set optimizer=sgd --set steps=2000 \
+        --set eval_every=100 --set checkpoint_every=500
+    local sgd=(--preset cpu-reddy --set optimizer=sgd --set lr=0.1 --set weight_decay=1e-6 --set weight_decay_attn=1e-6
+        --set steps=3000 --set stop_icl_acc=0.95 --set stop_plateau_steps=500 --set stop_plateau_iwl_acc=0.3
+        --set eval_every=100 --set checkpoint_every=500 --ensemble 4)
+    sweep reddy_sgd_k --grid K=64,256,...,16384 --grid seed=0..3 "${sgd[@]}"
+    sweep reddy_sgd_b --grid B=1,4 --grid K=1024,4096 --grid seed=0..3 "${sgd[@]}"
+    sweep reddy_sgd_eps --grid epsilon=0,0.4 --grid K=1024,16384 --grid seed=0..3 "${sgd[@]}"
+    sweep reddy_sgd_zipf --grid zipf_alpha=1,1.5 --grid seed=0..3 --set K=16384 "${sgd[@]}"
+    figures reddy_sgd_k --sweep "$SWEEPS/reddy_sgd_k" --only phase
+    figures reddy_sgd_b --sweep "$SWEEPS/reddy_sgd_b" --only phase
+    figures reddy_sgd_eps --sweep "$SWEEPS/reddy_sgd_eps" --only phase
+    figures reddy_sgd_zipf --sweep "$SWEEPS/reddy_sgd_zipf" --only phase
+    # R6: Reddy's minimal model trained alone over R1's, R2's and R3's grids (1000 steps, seed 0);
+    # a grid whose CSV exists is done (the model trains in seconds to minutes, so a grid reruns whole).
+    minimal b_k --grid B=1,2,4 --grid K=64,256,...,16384 --set steps=1000
+    minimal eps_k --grid epsilon=0,0.4 --grid K=64,256,...,16384 --set steps=1000
+    minimal zipf --grid zipf_alpha=0,0.5,1,1.5,2 --set K=16384 --set steps=1000
+    # The reddy2024 preset's first 10^4 steps (a CPU's share of its 10^5) and its probes over them.
+    local run2024="$OUT/runs/reddy2024"
+    icl-mech train --preset reddy2024 --set steps=10000 --out "$run2024" --quiet \
+        $([[ -f "$run2024/config.json" ]] && echo --resume)
+    icl-mech probe --run "$run2024" --all-steps --out "$FIGURES/reddy2024" --quiet
     echo "reddy: $((SECONDS - began)) s"
 }
 transition_n20() {  # Claims 1 and 4: the transition in K at N = 20, and t_ICL across seeds (more

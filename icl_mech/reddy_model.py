@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from icl_mech.baselines import iwl_baselines
 from icl_mech.config import RunConfig
 from icl_mech.readout import loss_and_accuracy, n_logits
 from icl_mech.sampler import (
@@ -98,12 +99,14 @@ def train_minimal(
 ) -> tuple[MinimalModel, pd.DataFrame]:
     """Train the minimal model on ``config``'s training stream (its task, seed, steps and batch
     size) with Adam at ``lr``; accuracies on the run's evaluation sets every ``eval_every`` steps
-    (default: the config's) and the two parameters, one row per evaluation."""
+    (default: the config's), the IWL sets' baselines beside them (``icl_mech.baselines``) and the
+    two parameters, one row per evaluation."""
     task, train = config.task, config.train
     if task.format != "interleaved":
         raise ValueError(f"the minimal model reads interleaved sequences, got format {task.format!r}")
     pool = training_pool(task, train.seed)
     eval_sets = make_eval_sets(task, pool, train.seed)
+    baselines = iwl_baselines(task, pool, eval_sets)
     data = stream_generator(train.seed, "train")
     torch.manual_seed(stream_seed(train.seed, "init"))
     model = MinimalModel(task.D, task.L)
@@ -112,7 +115,7 @@ def train_minimal(
     rows = []
     for step in range(train.steps + 1):
         if step % every == 0 or step == train.steps:
-            rows.append({"step": step, **_evaluate(model, eval_sets)})
+            rows.append({"step": step, **_evaluate(model, eval_sets), **baselines})
         if step == train.steps:
             break
         batch = sample_batch(task, pool, train.batch_size, data, **TRAINING_MODES[task.burstiness])

@@ -72,12 +72,14 @@ def ablate_run(
     progress: bool = True,
     best_below_threshold: bool = False,
 ) -> tuple[pd.DataFrame, list[Site]]:
-    """ICL/IWL accuracy and loss, intact and with ``circuit`` ablated, at every step; and the sites."""
+    """ICL/IWL accuracy and loss, intact and with ``circuit`` ablated, at every step, the IWL sets'
+    baselines beside them (what an ablated IWL accuracy falls to without any memory); and the sites."""
     eval_sets = run.eval_sets(device)
     sites = final_sites(run, {circuit: heads}, eval_sets, device, best_below_threshold)[circuit]
+    baselines = iwl_baselines(run.config.task, run.pool, eval_sets)
 
     def probe(model: HookedTransformer) -> dict[str, float]:
-        return ablation_effect(model, eval_sets, sites, method)
+        return ablation_effect(model, eval_sets, sites, method) | baselines
 
     return over_checkpoints(run, probe, steps, device, progress, desc=f"ablate {circuit}"), sites
 

@@ -1,5 +1,6 @@
-"""``icl-mech probe``: attention-pattern scores and direct logit attribution per checkpoint;
-for interleaved runs over training, Reddy (2024)'s progress measures dated against ICL's jump."""
+"""``icl-mech probe``: attention-pattern scores and direct logit attribution per checkpoint, the
+IWL sets' baselines beside their accuracies; for interleaved runs Reddy (2024)'s three nested
+logits, and over training his progress measures dated against ICL's jump."""
 
 from __future__ import annotations
 
@@ -41,12 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "probe", help="attention-pattern scores and logit attribution",
+        "probe", help="attention-pattern scores, logit attribution and Reddy's nested logits",
         description="Per head: match score (attention from the query to the context tokens holding "
         "its item) and previous-token score; per component: mean direct logit attribution toward "
-        "the correct label on the ICL and IWL sets. Interleaved runs add the two-layer circuit's "
-        "scores (induction, label previous-token, label attention) and the share of predictions "
-        "that are a label of the context; with --all-steps, Reddy (2024)'s progress measures are "
+        "the correct label on the ICL and IWL sets; beside the IWL accuracies, what needs no memory "
+        "(the label prior, copying where the query's class is in the context). Interleaved runs add "
+        "the two-layer circuit's scores (induction, label previous-token, label attention), the share "
+        "of predictions that are a label of the context, and Reddy (2024)'s three nested logits "
+        "(nl_*: the previous-token share read from layer 0, the match and readout fitted to the "
+        "network, and how well they stand in for it); with --all-steps, his progress measures are "
         "dated against ICL's jump (the steps from which each stayed above a tenth and half of its rise).",
     )
     add_over_time(parser)

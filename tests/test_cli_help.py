@@ -50,3 +50,11 @@ def test_no_help_text_shows_an_argparse_percent_escape():
     assert "%%" not in parser.format_help()
     for name, subparser in commands.choices.items():
         assert "%%" not in subparser.format_help(), name
+
+
+def test_probe_help_names_reddys_nested_logits_and_the_iwl_baselines():
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if action.dest == "command"]
+    assert "nested logits" in " ".join(parser.format_help().split())  # the command list
+    description = " ".join(commands.choices["probe"].format_help().split())
+    assert "three nested logits" in description and "label prior" in description

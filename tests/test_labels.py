@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from icl_mech import ConfigError, preset, train
-from icl_mech.baselines import set_baselines
+from icl_mech.baselines import iwl_baselines, set_baselines
 from icl_mech.config import RunConfig, TaskConfig
 from icl_mech.ensemble import train_ensemble
 from icl_mech.model import build_model, query_logits
@@ -18,7 +18,7 @@ from icl_mech.sampler import TRAINING_MODES, make_eval_sets, sample_batch, strea
 from probes.ablation import ablation_effect
 from probes.circuits import circuit_sites
 from probes.independence import independence_run, verdict
-from probes.over_time import probe_run
+from probes.over_time import ablate_run, probe_run
 from probes.plots import plot_ablation
 from probes.llc import SGLDSettings
 from probes.report import write_report
@@ -219,6 +219,13 @@ def test_ablation_independence_probes_and_report_run_on_a_four_label_run(four_la
     report = write_report(run, tmp_path / "report.html", progress=False, llc=SGLDSettings(chains=2, draws=4, burn_in=2, batch_size=8))
     # metrics, probes, cross-ablation, and the LLC over training with its chains' traces
     assert report.read_text().count("data:image/png;base64,") == 5
+
+
+def test_ablate_sets_the_iwl_sets_baselines_beside_their_intact_and_ablated_accuracies(four_label_run):
+    run = four_label_run
+    table, _ = ablate_run(run, "mlp", "mean", steps=[run.steps[-1]], progress=False)
+    levels = iwl_baselines(run.config.task, run.pool, run.eval_sets())
+    assert "iwl_label_prior" in levels and table.iloc[-1][list(levels)].to_dict() == pytest.approx(levels)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from icl_mech import preset
+from icl_mech.baselines import iwl_baselines
 from icl_mech.readout import chance
 from icl_mech.reddy_model import MinimalModel, train_minimal
 from icl_mech.sampler import make_eval_sets, training_pool
@@ -55,11 +56,15 @@ def _example_script():
 
 def test_example_script_trains_one_model_per_grid_point_and_refuses_a_bad_point_in_one_line(tmp_path, capsys):
     script = _example_script()
-    out = tmp_path / "grid.csv"
+    out = tmp_path / "figures" / "grid.csv"  # its folder made, as reproduce_cpu.sh's reddy part needs
     args = ["--grid", "K=64,128", "--set", "steps=2", "--set", "eval_size=16", "--out", str(out)]
     assert script.main(args) == 0
     table = pd.read_csv(out)
     assert list(table.K) == [64, 128] and (table.step == 2).all() and {"icl_acc", "iwl_iid_acc", "match"} <= set(table.columns)
+    config = preset("cpu-reddy").override(K=64, eval_size=16)  # each IWL accuracy beside its baselines
+    pool = training_pool(config.task, config.train.seed)
+    levels = iwl_baselines(config.task, pool, make_eval_sets(config.task, pool, config.train.seed))
+    assert table.iloc[0][list(levels)].to_dict() == pytest.approx(levels) and "iwl_iid_copy_else_prior" in capsys.readouterr().out
     assert script.main(["--grid", "K=63", "--out", str(tmp_path / "bad.csv")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "K=63 must be a multiple of L=32" in error and not (tmp_path / "bad.csv").exists()
