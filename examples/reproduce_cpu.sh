@@ -98,14 +98,16 @@ theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against
 claim3b() {  # Claim 3b: converged K*(N) at N = 10, 15, 20, 30, 40 and 60, and its slope beside 1/nu
     local began=$SECONDS
     # Every run ends once committed (docs/SWEEPS.md's stopping rule), 30000 steps at most; 8 seeds
-    # per K on a half-octave grid around each N's K*, trained as ensembles of 8.
+    # per K on a half-octave grid around each N's K*, trained as ensembles of 8 (K a multiple of L = 2).
     local converged=(--set steps=30000 --set stop_icl_acc=0.95 --set stop_plateau_steps=1000 --ensemble 8 --grid seed=0..7)
     sweep claim3b_n10 --grid N=10 --grid K=512,724,1024,1448 "${converged[@]}"
+    # N = 10's grid ends before every seed reaches ICL (K = 1448: 6 of 8): one K above it.
+    sweep claim3b_n10 --grid N=10 --grid K=2048 "${converged[@]}"
     sweep claim3b_n20 --grid N=20 --grid K=1024,1448,2048,2896 "${converged[@]}"
-    sweep claim3b_n40 --grid N=40 --grid K=2048,2896,4096,5793 "${converged[@]}"
+    sweep claim3b_n40 --grid N=40 --grid K=2048,2896,4096,5792 "${converged[@]}"
     sweep claim3b_n15 --grid N=15 --grid K=724,1024,1448,2048 "${converged[@]}"
     sweep claim3b_n30 --grid N=30 --grid K=1024,1448,2048,2896 "${converged[@]}"
-    sweep claim3b_n60 --grid N=60 --grid K=2896,4096,5793,8192 "${converged[@]}"
+    sweep claim3b_n60 --grid N=60 --grid K=2896,4096,5792,8192 "${converged[@]}"
     # 1/nu beside the slope: T1's nu (from c1) and the t_mem fit's, from the theory PART's runs.
     theory_memorization
     # The slope of ln K* on ln N, its t-interval, and a bootstrap over seeds within each (N, K).

@@ -8,6 +8,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from icl_mech.analysis.figure_names import FIGURE_NAMES
 
 SCRIPT = Path(__file__).parents[1] / "examples" / "reproduce_cpu.sh"
@@ -33,12 +35,16 @@ def test_claim3b_part_runs_six_converged_sweeps_and_reads_them_all_into_threshol
     commands = commands_of_part("claim3b", tmp_path)
     sweeps = [c for c in commands if c[0] == "sweep"]
     converged = [c for c in sweeps if "--set" in c and "stop_plateau_steps=1000" in c]
-    n_values = [option_values(c, "--grid")[0] for c in converged]
-    assert n_values == ["N=10", "N=20", "N=40", "N=15", "N=30", "N=60"]
+    k_values: dict[str, list[int]] = {}
     for command in converged:
+        n, k = option_values(command, "--grid")[:2]
+        k_values.setdefault(n, []).extend(int(value) for value in k.removeprefix("K=").split(","))
         assert "seed=0..7" in option_values(command, "--grid") and option_values(command, "--workers") == ["3"]
-        assert len(option_values(command, "--grid")[1].split(",")) == 4  # K: four half-octave steps
         assert {"steps=30000", "stop_icl_acc=0.95"} <= set(option_values(command, "--set"))
+    assert list(k_values) == ["N=10", "N=20", "N=40", "N=15", "N=30", "N=60"]
+    for n, ks in k_values.items():  # half-octave grids (a factor of sqrt 2, rounded to a multiple of L = 2)
+        assert len(ks) == (5 if n == "N=10" else 4) and all(k % 2 == 0 for k in ks)
+        assert np.allclose(np.diff(np.log2(ks)), 0.5, atol=0.01)
     (figures,) = [c for c in commands if c[0] == "figures"]
     assert option_values(figures, "--only") == ["threshold_scaling"] and "threshold_scaling" in FIGURE_NAMES
     assert set(option_values(figures, "--sweep")) == {option_values(c, "--out")[0] for c in sweeps}
