@@ -108,7 +108,8 @@ claim3b() {  # Claim 3b: converged K*(N) at N = 10, 15, 20, 30, 40 and 60, and i
     sweep claim3b_n15 --grid N=15 --grid K=724,1024,1448,2048 "${converged[@]}"
     sweep claim3b_n30 --grid N=30 --grid K=1024,1448,2048,2896 "${converged[@]}"
     sweep claim3b_n60 --grid N=60 --grid K=2896,4096,5792,8192 "${converged[@]}"
-    # 1/nu beside the slope: T1's nu (from c1) and the t_mem fit's, from the theory PART's runs.
+    # 1/nu beside the slope: T1's nu (I_K from the IWL-set residual) and the t_mem fit's, read from
+    # the theory PART's memorization runs.
     theory_memorization
     # The slope of ln K* on ln N, its t-interval, and a bootstrap over seeds within each (N, K).
     figures claim3b --sweep "$SWEEPS/claim3b_n10" --sweep "$SWEEPS/claim3b_n15" --sweep "$SWEEPS/claim3b_n20" \
