@@ -66,7 +66,7 @@ transition_n20() {  # Claims 1 and 4: the transition in K at N = 20, and t_ICL a
     sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
 }
 
-theory_memorization() {  # T1: the MLP alone (attention frozen), logging its residual c1 every 25 steps
+theory_memorization() {  # T1: the MLP alone (attention frozen), logging its residuals (c1, IWL set) every 25 steps
     sweep theory_memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
         --set steps=3000 --set eval_every=25
 }
@@ -95,6 +95,7 @@ theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against
         --set K=4096 --set steps=8000 --set eval_every=100 --set checkpoint_every=1000
     echo "theory: $((SECONDS - began)) s"
 }
+
 claim3b() {  # Claim 3b: converged K*(N) at N = 10, 15, 20, 30, 40 and 60, and its slope beside 1/nu
     local began=$SECONDS
     # Every run ends once committed (docs/SWEEPS.md's stopping rule), 30000 steps at most; 8 seeds
