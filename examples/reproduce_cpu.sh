@@ -2,9 +2,12 @@
 # The CPU-scale reproduction behind docs/REPRODUCTION.md: every sweep, then every figure.
 #
 #   bash examples/reproduce_cpu.sh [OUT] [WORKERS] [PART]     (defaults: ./repro, 2, all)
+#   PART: all, reddy, theory or claim3b
 #
-# PART `reddy` runs only the commands of docs/REDDY.md (Reddy (2024)'s setting); PART
-# `theory` only those behind docs/THEORY.md's measured verdicts.
+# PART `reddy` runs only the commands of docs/REDDY.md (Reddy (2024)'s setting); PART `theory`
+# only those behind docs/THEORY.md's measured verdicts; PART `claim3b` only claim 3b's converged
+# K*(N) at N = 10 to 60 with 8 seeds per K, and the slope of ln K* on ln N with a bootstrap over
+# seeds beside 1/nu (hours on 2 cores; `all` does not run it).
 # Each sweep skips finished runs and resumes interrupted ones, so re-running the script after an
 # interruption picks up where it stopped. It prints each sweep's wall-clock time and the total.
 set -euo pipefail
@@ -98,14 +101,17 @@ transition_n20() {  # Claims 1 and 4: the transition in K at N = 20, and t_ICL a
     sweep transition_n20 --grid K=2048,4096 --grid seed=8..31 "${BUDGET[@]}"
 }
 
+theory_memorization() {  # T1: the MLP alone (attention frozen), logging its residuals (c1, IWL set) every 25 steps
+    sweep theory_memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
+        --set steps=3000 --set eval_every=25
+}
+
 theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against runs (cpu preset)
     local began=$SECONDS
     # T3 and T4's F_inf: 32 seeds at K = infinity at each of two N, until ICL accuracy 0.95.
     sweep theory_kinf --grid K=inf --grid N=20,30 --grid seed=0..31 --set stop_icl_acc=0.95 \
         --set steps=6000 --ensemble 8
-    # T1: the MLP alone (attention frozen), logging its residual c1 every 25 steps.
-    sweep theory_memorization --grid K=128,256,...,4096 --grid seed=0..1 --set frozen=attn \
-        --set steps=3000 --set eval_every=25
+    theory_memorization
     # T4: the measured share of ICL seeds per K is claim 1's K sweep.
     transition_n20
     icl-mech theory --sweep "$SWEEPS/theory_kinf" --sweep "$SWEEPS/theory_memorization" \
@@ -124,9 +130,33 @@ theory() {  # docs/THEORY.md: T1, T3 and T4 of the reduced kinetic model against
         --set K=4096 --set steps=8000 --set eval_every=100 --set checkpoint_every=1000
     echo "theory: $((SECONDS - began)) s"
 }
+
+claim3b() {  # Claim 3b: converged K*(N) at N = 10, 15, 20, 30, 40 and 60, and its slope beside 1/nu
+    local began=$SECONDS
+    # Every run ends once committed (docs/SWEEPS.md's stopping rule), 30000 steps at most; 8 seeds
+    # per K on a half-octave grid around each N's K*, trained as ensembles of 8 (K a multiple of L = 2).
+    local converged=(--set steps=30000 --set stop_icl_acc=0.95 --set stop_plateau_steps=1000 --ensemble 8 --grid seed=0..7)
+    sweep claim3b_n10 --grid N=10 --grid K=512,724,1024,1448 "${converged[@]}"
+    # N = 10's grid ends before every seed reaches ICL (K = 1448: 6 of 8): one K above it.
+    sweep claim3b_n10 --grid N=10 --grid K=2048 "${converged[@]}"
+    sweep claim3b_n20 --grid N=20 --grid K=1024,1448,2048,2896 "${converged[@]}"
+    sweep claim3b_n40 --grid N=40 --grid K=2048,2896,4096,5792 "${converged[@]}"
+    sweep claim3b_n15 --grid N=15 --grid K=724,1024,1448,2048 "${converged[@]}"
+    sweep claim3b_n30 --grid N=30 --grid K=1024,1448,2048,2896 "${converged[@]}"
+    sweep claim3b_n60 --grid N=60 --grid K=2896,4096,5792,8192 "${converged[@]}"
+    # 1/nu beside the slope: T1's nu (I_K from the IWL-set residual) and the t_mem fit's, read from
+    # the theory PART's memorization runs.
+    theory_memorization
+    # The slope of ln K* on ln N, its t-interval, and a bootstrap over seeds within each (N, K).
+    figures claim3b --sweep "$SWEEPS/claim3b_n10" --sweep "$SWEEPS/claim3b_n15" --sweep "$SWEEPS/claim3b_n20" \
+        --sweep "$SWEEPS/claim3b_n30" --sweep "$SWEEPS/claim3b_n40" --sweep "$SWEEPS/claim3b_n60" \
+        --sweep "$SWEEPS/theory_memorization" --only threshold_scaling
+    echo "claim3b: $((SECONDS - began)) s"
+}
 case "$PART" in
     reddy) reddy; exit 0 ;;
     theory) theory; exit 0 ;;
+    claim3b) claim3b; exit 0 ;;
 esac
 
 transition_n20

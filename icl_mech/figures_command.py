@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "figures",
         help="the paper's analyses over sweeps (transition, K* vs N, nu, t_ICL, transience, equalized)",
         description="Read every run directory in the sweep directories and write, for each analysis, "
-        "<name>.png and <name>.csv: transition (K* with its interval), threshold_scaling (K* against N "
-        "beside 1/nu), memorization (nu from frozen-attention runs), icl_time (t_ICL histogram, bimodal "
+        "<name>.png and <name>.csv: transition (K* with its interval), threshold_scaling (K* against N, "
+        "its slope with a bootstrap over seeds, beside 1/nu), memorization (nu from frozen-attention runs), icl_time (t_ICL histogram, bimodal "
         "seeds), transience (ICL fading under attention weight decay), equalized (equalized contexts "
         "against plain), phase (final ICL and IWL over one or two swept data fields, Reddy 2024). "
         "Analyses whose runs are absent are skipped with a note.",

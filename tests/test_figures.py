@@ -92,7 +92,28 @@ def test_k_star_inside_the_swept_k_is_fitted_and_scaled_against_n(tmp_path, caps
     assert 200 < transition.loc[10, "K_star"] < 400 and 400 < transition.loc[20, "K_star"] < 1600
     assert transition.K_star_bound.isna().all()  # an empty column reads back as NaN
     assert (tmp_path / "figures" / "threshold_scaling.png").read_bytes().startswith(b"\x89PNG")
-    assert "threshold_scaling: slope " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    scaling = pd.read_csv(tmp_path / "figures" / "threshold_scaling.csv").iloc[0]
+    assert scaling.slope_boot_low <= scaling.slope <= scaling.slope_boot_high and scaling.boot_dropped == 0
+    assert (f"threshold_scaling: slope {scaling.slope:.2f}, 95% bootstrap over seeds within each K "
+            f"[{scaling.slope_boot_low:.2f}, {scaling.slope_boot_high:.2f}] (2000 draws, 0 dropped") in printed
+    assert "vs predicted 1/nu = 1.43 (paper nu 0.70)" in printed  # no memorization runs in the sweep
+
+
+def test_predicted_slope_reads_t1s_nu_from_c1_and_the_t_mem_fit_beside_it(tmp_path, capsys):
+    """Memorization runs whose IWL-set residual makes I_K(H) = A K^0.5 (T1) while IWL accuracy
+    reaches 0.9 at t_mem = 2 K^0.8: both exponents are measured, each with its 1/nu."""
+    sweep = fake_transition_sweep(tmp_path / "sweep", (100, 200, 400, 1600, 3200))
+    horizon = 40_000
+    steps = np.linspace(0, horizon, 401)
+    for k in (128, 256, 512, 1024):
+        config = preset("cpu").override(K=k, frozen="attn")
+        iwl = np.clip(0.5 + 0.4 * steps / (2 * k**0.8), 0, 1)
+        write_run(sweep / f"mem-K{k}", config, steps, np.full(steps.size, 0.5), iwl, iwl_residual=np.full(steps.size, 3 * k**0.5 / horizon))
+    assert main(["figures", "--sweep", str(sweep), "--out", str(tmp_path / "figures"), "--only", "threshold_scaling"]) == 0
+    assert "vs predicted 1/nu = 2.00 (T1 nu 0.50), 1.25 (t_mem nu 0.80)" in capsys.readouterr().out
+    scaling = pd.read_csv(tmp_path / "figures" / "threshold_scaling.csv").iloc[0]
+    assert (scaling.nu_source, scaling.nu_T1, scaling.nu_t_mem) == ("T1", pytest.approx(0.5), pytest.approx(0.8))
 
 
 def test_log_k_and_n_axes_label_every_swept_value(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from icl_mech import ConfigError
-from icl_mech.analysis.fits import fit_power_law, fit_threshold, sigmoid_in_log
+from icl_mech.analysis.fits import fit_log_thresholds, fit_power_law, fit_threshold, sigmoid_in_log
 from icl_mech.analysis.sweep_table import first_crossing
 from icl_mech.analysis.transience import fade_step
 
@@ -28,6 +28,20 @@ def test_sigmoid_fit_of_a_step_puts_the_threshold_between_the_bracketing_k():
     accuracy = np.where(k >= 2048, 0.96, 0.52)
     fit = fit_threshold(k, accuracy, np.tile([0, 1], 5), n_bootstrap=50)
     assert 1024 < fit.k_star < 2048
+
+
+def test_thresholds_fitted_to_many_sweeps_at_once_are_each_sweeps_own_fit():
+    """Each row's fit from its K's mean accuracies is the per-run fit of ``fit_threshold``: a
+    graded transition, a step (width at its bound) and sweeps all on one side of K*."""
+    ks = np.array([256.0, 512, 1024, 2048, 4096])
+    rng = np.random.default_rng(3)
+    p_icl = np.array([0.1, 0.2, 0.5, 0.8, 0.9])
+    graded = [np.where(rng.random((5, 8)) < p_icl[:, None], 0.97, 0.57).mean(1) for _ in range(3)]
+    rows = np.array([*graded, [0.52, 0.52, 0.52, 0.96, 0.96], [0.55] * 5, [0.97] * 5])
+    batched = fit_log_thresholds(ks, rows, np.full(5, 8.0))
+    for row, log_k_star in zip(rows, batched):
+        single = fit_threshold(np.repeat(ks, 8), np.repeat(row, 8))
+        assert np.exp(log_k_star) == pytest.approx(single.k_star, rel=1e-4)
 
 
 def test_threshold_fit_needs_three_values_of_k():

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from jaxtyping import Float
 from scipy import stats
 from scipy.optimize import curve_fit
+from scipy.special import expit
 
 from icl_mech.errors import ConfigError
 from icl_mech.readout import chance
@@ -36,16 +38,74 @@ class ThresholdFit:
     interval: tuple[float, float]
 
 
+#: The width a threshold fit starts from, and the bounds of its width (units of ln K).
+START_WIDTH, WIDTH_BOUNDS = 0.3, (0.02, 5.0)
+#: How far past the swept ln K a fitted ln K* may go (then it is reported as outside the grid).
+LOG_K_MARGIN = 3.0
+
+
+def _start(log_k: np.ndarray, accuracy: np.ndarray, low: float) -> np.ndarray:
+    """The ln K* a fit starts from: the smallest ln K at or above the sigmoid's midpoint (the
+    largest ln K where none is), along the last axis."""
+    above = np.where(accuracy >= (low + PERFECT) / 2, log_k, np.inf).min(axis=-1)
+    return np.where(np.isfinite(above), above, log_k.max())
+
+
 def _fit_log_threshold(k: np.ndarray, accuracy: np.ndarray, low: float) -> tuple[np.ndarray, np.ndarray]:
     log_k = np.log(k)
-    midpoint = (low + PERFECT) / 2
-    above = log_k[accuracy >= midpoint]
-    start = above.min() if above.size else log_k.max()
-    bounds = ([log_k.min() - 3.0, 0.02], [log_k.max() + 3.0, 5.0])
+    bounds = ([log_k.min() - LOG_K_MARGIN, WIDTH_BOUNDS[0]], [log_k.max() + LOG_K_MARGIN, WIDTH_BOUNDS[1]])
     def curve(k: np.ndarray, log_k_star: float, width: float) -> np.ndarray:
         return sigmoid_in_log(k, log_k_star, width, low)
 
-    return curve_fit(curve, k, accuracy, p0=[start, 0.3], bounds=bounds, maxfev=10000)
+    return curve_fit(curve, k, accuracy, p0=[float(_start(log_k, accuracy, low)), START_WIDTH], bounds=bounds, maxfev=10000)
+
+
+def fit_log_thresholds(
+    k: Float[np.ndarray, " cell"],
+    means: Float[np.ndarray, "draw cell"],
+    counts: Float[np.ndarray, " cell"],
+    low: float = CHANCE,
+    iterations: int = 200,
+) -> Float[np.ndarray, " draw"]:
+    """ln K* of ``sigmoid_in_log`` fitted to every row of ``means`` at once, for bootstraps that
+    refit thousands of resampled sweeps.
+
+    A row holds the mean accuracy of each K's runs (``counts`` of them). Least squares over the
+    runs and over their means weighted by the counts differ by a constant (each cell's spread
+    about its mean), so each row's fit is ``fit_threshold``'s on those runs, from the same start
+    and within the same bounds; it is found by Levenberg-Marquardt steps taken on all rows
+    together (two parameters: each step solves a 2x2 system in closed form).
+    """
+    log_k, counts = np.log(np.asarray(k, dtype=float)), np.asarray(counts, dtype=float)
+    lower = np.array([log_k.min() - LOG_K_MARGIN, WIDTH_BOUNDS[0]])
+    upper = np.array([log_k.max() + LOG_K_MARGIN, WIDTH_BOUNDS[1]])
+    rise = PERFECT - low
+
+    def cost(theta: np.ndarray) -> np.ndarray:
+        fitted = low + rise * expit((log_k - theta[:, :1]) / theta[:, 1:])
+        return ((means - fitted) ** 2 * counts).sum(axis=1)
+
+    theta = np.stack([_start(log_k, means, low), np.full(len(means), START_WIDTH)], axis=1)
+    current, damping = cost(theta), np.full(len(means), 1e-3)
+    for _ in range(iterations):
+        log_k_star, width = theta[:, :1], theta[:, 1:]
+        z = (log_k - log_k_star) / width
+        slope = rise * expit(z) * expit(-z)  # d fitted / d z
+        residual = means - low - rise * expit(z)
+        d_centre, d_width = -slope / width, -slope * z / width  # d fitted / d ln K*, d width
+        a, b, d = ((d_centre**2) * counts).sum(1), (d_centre * d_width * counts).sum(1), ((d_width**2) * counts).sum(1)
+        g_centre, g_width = (d_centre * residual * counts).sum(1), (d_width * residual * counts).sum(1)
+        a, d = a * (1 + damping) + 1e-12, d * (1 + damping) + 1e-12
+        determinant = a * d - b * b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.stack([(d * g_centre - b * g_width) / determinant, (a * g_width - b * g_centre) / determinant], axis=1)
+        trial = np.clip(theta + step, lower, upper)
+        trial_cost = cost(np.nan_to_num(trial, nan=1.0))
+        better = np.isfinite(trial).all(axis=1) & (trial_cost < current)
+        theta = np.where(better[:, None], trial, theta)
+        current = np.where(better, trial_cost, current)
+        damping = np.where(better, damping / 3, np.minimum(damping * 3, 1e12))
+    return theta[:, 0]
 
 
 def fit_threshold(

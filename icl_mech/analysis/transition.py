@@ -19,6 +19,11 @@ from icl_mech.errors import ConfigError
 from icl_mech.readout import chance
 
 
+def chance_level(runs: pd.DataFrame) -> float:
+    """ICL accuracy's floor for ``runs`` of one condition (L varies only across conditions)."""
+    return chance(int(runs.L.iloc[0])) if "L" in runs and len(runs) else CHANCE
+
+
 def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = None) -> pd.DataFrame:
     """One row per condition: K*, its 95% interval, the K values bracketing it (largest K whose
     mean final ICL accuracy is below ``levels.outcome``, smallest at or above it), and run counts
@@ -52,7 +57,7 @@ def threshold_table(table: pd.DataFrame, levels: Levels, by: list[str] | None = 
         row.update(K_star=np.nan, K_star_low=np.nan, K_star_high=np.nan, log_K_star_sd=np.nan, width=np.nan,
                    K_star_bound="", K_star_why="")
         # K* is where the sigmoid is half way from chance to perfect: a K "reached ICL" past that
-        low = chance(int(runs.L.iloc[0])) if "L" in runs and len(runs) else CHANCE  # L varies only across conditions
+        low = chance_level(runs)
         half_way = (low + PERFECT) / 2
         reached = f"mean final ICL >= {half_way:g}, half way from chance to 1"
         if runs.empty:
