@@ -57,20 +57,27 @@ class FlowParameters:
 
 
 @dataclass(frozen=True)
-class Trajectory:
-    """The flow's solution at the times the solver stepped to (and at the jump, if any)."""
+class FlowPath:
+    """What every flow returns: (beta, w) and the in-context logit at the times the solver stepped
+    to, and when beta crossed the ICL level."""
 
     t: Float[np.ndarray, " time"]
     beta: Float[np.ndarray, " time"]
     w: Float[np.ndarray, " time"]
-    #: I_K(t) = int_0^t c1: the memorization integral that drove the flow to time t.
-    memorized: Float[np.ndarray, " time"]
     #: The in-context logit toward the query's label, w n e^beta / (n e^beta + N - 1 - n): the
     #: copies' share of the attention (the other context labels cancel on average) times w;
     #: w n (e^beta - 1) / (n e^beta + N - 1 - n) in equalized contexts.
     in_context_logit: Float[np.ndarray, " time"]
     #: When beta crossed the jump level (NaN when it did not before the end).
     t_icl: float
+
+
+@dataclass(frozen=True)
+class Trajectory(FlowPath):
+    """The reduced flow's path (and at the jump, if any)."""
+
+    #: I_K(t) = int_0^t c1: the memorization integral that drove the flow to time t.
+    memorized: Float[np.ndarray, " time"]
 
 
 def residual_function(c1: Residual) -> Callable[[float], float]:
@@ -117,4 +124,4 @@ def integrate_flow(
     t, (beta, w, memorized) = solution.t, solution.y
     t_icl = float(solution.t_events[0][0]) if solution.t_events[0].size else float("nan")
     share = params.n * np.exp(beta)
-    return Trajectory(t, beta, w, memorized, w * (share - params.n * lean) / (share + others), t_icl)
+    return Trajectory(t, beta, w, w * (share - params.n * lean) / (share + others), t_icl, memorized)

@@ -28,29 +28,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from jaxtyping import Float
 from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
 from icl_mech.errors import ConfigError
-from icl_mech.theory.flow import FlowParameters, Residual, residual_function
+from icl_mech.theory.flow import FlowParameters, FlowPath, Residual, residual_function
 
 #: The drives (eta) ``fit_drive`` searches between: far slower and far faster than any run.
 DRIVE_BRACKET = (1e-6, 1e3)
 
 
 @dataclass(frozen=True)
-class FadingTrajectory:
-    """The saturating flow's solution at the times asked for."""
+class FadingTrajectory(FlowPath):
+    """The saturating flow's solution at the times asked for; its in-context logit is g = w s(beta),
+    the copies' share of the attention times the readout, and t_ICL the first rise through the level."""
 
-    t: Float[np.ndarray, " time"]
-    beta: Float[np.ndarray, " time"]
-    w: Float[np.ndarray, " time"]
-    #: g = w s(beta): the copies' share of the attention times the readout.
-    in_context_logit: Float[np.ndarray, " time"]
-    #: When beta first rose through the level (NaN when it did not by the end).
-    t_icl: float
-    #: When beta first fell back through it after t_ICL (NaN when it did not by the end).
+    #: When beta first fell back through the level after t_ICL (NaN when it did not by the end).
     t_fade: float
 
 
