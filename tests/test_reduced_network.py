@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from icl_mech import train
+from icl_mech import graphs, train
 from icl_mech.ensemble import train_ensemble
 from icl_mech.model import build_model, query_logits
 from icl_mech.sampler import training_pool
 from icl_mech.theory.residual import item_queries, mlp_residual
 
 from conftest import cpu_config
+from graph_emulation import emulate_graphs
 
 SMALL = {"K": 64, "d_mlp": 32, "eval_size": 256, "attention": "reduced"}
 
@@ -63,3 +64,22 @@ def test_reduced_ensemble_trains_each_member_as_alone(tmp_path):
     alone = train(configs[1], tmp_path / "alone", progress=False)
     columns = ["icl_loss", "iwl_loss", "c1", "iwl_residual"]
     assert ensemble[1].metrics[columns].to_numpy() == pytest.approx(alone.metrics[columns].to_numpy(), rel=1e-5)
+
+
+@pytest.mark.parametrize("graphs_on", ["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_reduced_network_trains_on_the_captured_path_as_eagerly(tmp_path, monkeypatch, graphs_on):
+    """``--device cuda`` captures whole steps in CUDA graphs: the reduced query path (beta, w and
+    the residual metrics) must record and replay as it runs eagerly. Emulated on the CPU (every
+    replay reads its tensors where the capture did), exactly; on CUDA, to float rounding."""
+    config = cpu_config(**SMALL, steps=6, eval_every=3, lr=1e-2)
+    device = "cuda" if graphs_on == "cuda" else "cpu"
+    eager = train(config, tmp_path / "eager", device=device, progress=False, capture=False)
+    if graphs_on == "emulated":
+        emulate_graphs(monkeypatch)
+    before = graphs.recorded
+    captured = train(config, tmp_path / "captured", device=device, progress=False)
+    assert graphs.recorded - before == 2  # its update and its evaluation pass
+    tolerance = 1e-4 if graphs_on == "cuda" else 0.0
+    assert captured.metrics.to_numpy() == pytest.approx(eager.metrics.to_numpy(), rel=0, abs=tolerance)
+    for name, tensor in eager.state_dict(eager.steps[-1]).items():
+        torch.testing.assert_close(captured.state_dict(captured.steps[-1])[name], tensor, rtol=0, atol=tolerance)
