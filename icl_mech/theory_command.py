@@ -6,6 +6,7 @@ import argparse
 import json
 
 from icl_mech.arguments import LEVEL_HELP, add_level_options, directory_to_write, levels_from, sweep_directory
+from icl_mech.theory.residual import C1, RESIDUALS
 
 #: The accuracy levels the theory reads runs with.
 LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "outcome", "memorized")}
@@ -16,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from icl_mech.analysis.theory import JSON_NAME, theory_report
 
     levels = levels_from(args, LEVELS)
-    report = theory_report(load_sweeps(args.sweep, levels), args.out, levels)
+    report = theory_report(load_sweeps(args.sweep, levels), args.out, levels, args.residual)
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
         return 0
@@ -48,5 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, type=directory_to_write, help="directory for theory.json, theory.csv and the figures")
     parser.add_argument("--json", action="store_true", help="print theory.json instead of the verdict lines")
+    parser.add_argument(
+        "--residual", choices=RESIDUALS, default=C1,
+        help="the memorization runs' logged residual that T1 and T4 integrate into I_K: c1, the MLP alone with the "
+        "attention output zeroed (the theory's definition), or iwl_residual, 1 - p(target) of the whole network on "
+        "the IWL set, which the memorization law follows in our runs (docs/THEORY.md, T1) and predict reads "
+        "(default: %(default)s)",
+    )
     add_level_options(parser, LEVELS)
     parser.set_defaults(handler=run)

@@ -63,21 +63,22 @@ def theory_sweeps(run: Path, root: Path, paths: dict[str, Path]) -> None:
     """Sweeps that each lack one thing ``theory`` needs, made of copies of ``run`` whose config
     says what part they play (their checkpoints are never read: each is refused before)."""
 
-    def variant(sweep: str, name: str, drop_c1: bool = False, **changes) -> None:
+    def variant(sweep: str, name: str, drop: str | None = None, **changes) -> None:
         target = Path(shutil.copytree(run, root / sweep / name))
         config = storage.read_json(target / storage.CONFIG)
         for section in config.values():
             section.update({key: value for key, value in changes.items() if key in section})
         storage.write_json(target / storage.CONFIG, config)
-        if drop_c1:
+        if drop:  # a metrics column the run was trained without
             rows = storage.read_json_lines(target / storage.METRICS)
-            (target / storage.METRICS).write_text("".join(json.dumps({k: v for k, v in row.items() if k != "c1"}) + "\n" for row in rows))
+            (target / storage.METRICS).write_text("".join(json.dumps({k: v for k, v in row.items() if k != drop}) + "\n" for row in rows))
 
     infinite = [("Kinf-seed0", {"K": None, "seed": 0}), ("Kinf-seed1", {"K": None, "seed": 1}), ("Kinf-seed2", {"K": None, "seed": 2})]
     memorizing = ("mem-K64", {"frozen": ["attn"]})
     for sweep, runs in {
         "theory_no_memorization": infinite,
-        "theory_no_c1": [*infinite, (*memorizing, True)],
+        "theory_no_c1": [*infinite, (*memorizing, "c1")],
+        "theory_no_iwl_residual": [*infinite, (*memorizing, "iwl_residual")],
         "theory_one_seed": [infinite[0], memorizing],
         "theory_other_n": [*infinite, memorizing, ("K64-N10", {"N": 10})],
     }.items():
@@ -208,6 +209,9 @@ BAD_INPUTS = [
     bad("theory", "--sweep", "{theory_no_memorization}", "--out", "{new}", error=r"theory needs memorization runs \(frozen=attn"),
     bad("theory", "--sweep", "{theory_no_c1}", "--out", "{new}",
         error="{theory_no_c1}/mem-K64 has no c1 in its metrics .* train it again"),
+    bad("theory", "--sweep", "{theory_no_iwl_residual}", "--out", "{new}", "--residual", "iwl_residual",
+        error="{theory_no_iwl_residual}/mem-K64 has no iwl_residual in its metrics .* train it again"),
+    bad("theory", "--sweep", "{theory_no_c1}", "--out", "{new}", "--residual", "c2", error="argument --residual: invalid choice: 'c2'"),
     bad("theory", "--sweep", "{theory_one_seed}", "--out", "{new}", error="K = infinity runs of 3 or more seeds at each N; N=20 has 1"),
     bad("theory", "--sweep", "{theory_other_n}", "--out", "{new}", error=r"the K sweeps at N=\[10\] have no K = infinity runs at the same N"),
     bad("theory", "--sweep", "{theory_other_n}", "--out", "{file}", error="argument --out: {file} is a file, not a directory"),

@@ -107,12 +107,13 @@ def test_beta0_agreement_of_a_constant_offset_is_perfectly_correlated_with_that_
 
 
 def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None = None, budget: int | None = None,
-             losses: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-    """Replace ``run``'s metrics log by one with these ICL accuracies (and a constant c1, and
-    these ICL and IWL losses: ln 2 at every step without)."""
+             losses: tuple[np.ndarray, np.ndarray] | None = None, iwl_residual: float | None = None) -> None:
+    """Replace ``run``'s metrics log by one with these ICL accuracies (and a constant c1 and
+    iwl_residual, and these ICL and IWL losses: ln 2 at every step without)."""
     icl_loss, iwl_loss = losses or (np.full(len(steps), math.log(2)),) * 2
     rows = [{"step": s, "icl_acc": a, "iwl_acc": 0.5, "train_acc": 0.5, "icl_loss": float(li), "iwl_loss": float(lw),
-             **({"c1": c1} if c1 is not None else {})} for s, a, li, lw in zip(steps, icl_acc, icl_loss, iwl_loss)]
+             **{name: value for name, value in (("c1", c1), ("iwl_residual", iwl_residual)) if value is not None}}
+            for s, a, li, lw in zip(steps, icl_acc, icl_loss, iwl_loss)]
     (run / storage.METRICS).write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = storage.read_json(run / storage.CONFIG)
     config["train"]["steps"] = budget or steps[-1]
@@ -120,9 +121,11 @@ def _rewrite(run: Path, steps: list[int], icl_acc: list[float], c1: float | None
     storage.write_json(run / storage.STATUS, {"state": storage.FINISHED, "last_step": steps[-1], "stopped_early": False})
 
 
-def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_the_logs(tiny_sweep, tmp_path, capsys):
+@pytest.mark.parametrize("residual", ["c1", "iwl_residual"])
+def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_the_logs(tiny_sweep, tmp_path, capsys, residual):
     """K = infinity seeds acquire ICL at t = T e^-beta0 (T3: slope -1); the MLP alone has I_K(H) =
-    A K^0.7 (T1); A puts T4's K* at 128, where the K sweep's seeds split."""
+    A K^0.7 (T1) in the residual ``--residual`` names, while the other is the same at every K; A
+    puts T4's K* at 128, where the K sweep's seeds split."""
     sweep = Path(shutil.copytree(tiny_sweep, tmp_path / "sweep"))
     horizon, nu = 4_000_000, 0.7
     times = {}
@@ -132,15 +135,17 @@ def test_theory_recovers_the_slope_the_exponent_and_the_threshold_written_into_t
         _rewrite(run, [0, times[seed], horizon], [0.5, 0.96, 0.97])
     prefactor = float(np.median(list(times.values()))) / (2 * 128**nu)
     for k in MEMORIZED_K:
-        _rewrite(sweep / f"mem-K{k}", [0, horizon], [0.5, 0.5], c1=prefactor * k**nu / horizon)
+        law, flat = prefactor * k**nu / horizon, 0.25
+        _rewrite(sweep / f"mem-K{k}", [0, horizon], [0.5, 0.5], **{residual: law, ({"c1", "iwl_residual"} - {residual}).pop(): flat})
     outcomes = {64: (0.5, 0.5), 128: (0.5, 0.99), 256: (0.99, 0.99)}
     for k, finals in outcomes.items():
         for seed, final in enumerate(finals):
             _rewrite(sweep / f"K{k}-seed{seed}", [0, horizon], [0.5, final], c1=0.1)
-    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", capsys=capsys)
+    code, out = theory("--sweep", str(sweep), "--out", str(tmp_path / "out"), "--json", "--residual", residual, capsys=capsys)
     assert code == 0
     result = json.loads(out)
     assert result == json.loads((tmp_path / "out" / "theory.json").read_text())
+    assert result["memorization"]["residual"] == residual
     assert result["memorization"]["nu"] == pytest.approx(nu, rel=1e-6)
     assert result["memorization"]["prefactor"] == pytest.approx(prefactor, rel=1e-6)
     t3 = result["beta0_vs_t_icl"]["20"]

@@ -3,7 +3,8 @@ each a prediction from ``icl_mech.theory`` set on the same axes as what sweeps m
 
 Runs play three parts, told apart by their config:
 
-- memorization runs (attention frozen, finite K): the MLP alone; their logged c1 gives I_K(t),
+- memorization runs (attention frozen, finite K): the MLP alone; their logged residual (c1, or
+  ``iwl_residual`` with ``residual=``) gives I_K(t),
   the memorization integral, and T1's law I_K(h) = A K^nu at a horizon h;
 - K = infinity runs (nothing frozen): each seed's beta0 (step 0) and t_ICL; T3's slope of
   ln t_ICL on beta0, and T4's F_inf, the distribution of t_ICL over seeds;
@@ -44,7 +45,7 @@ from icl_mech.theory.beta0 import initial_match_sharpness
 from icl_mech.theory.predictions import (
     Interval, acquisition_probability, clopper_pearson, log_time_slope, predicted_threshold,
 )
-from icl_mech.theory.residual import C1
+from icl_mech.theory.residual import C1, RESIDUALS
 
 #: K = infinity seeds needed at each N: T3's slope and T4's F_inf are statements about the spread
 #: over seeds (and a slope with its interval needs 3 points).
@@ -62,7 +63,7 @@ class TheoryReport:
     #: One per run: run, part, K, N, seed, beta0 (NaN for memorization runs: attention frozen), t_icl;
     #: for K = infinity runs also beta0_fit, flow_drive, flow_rms and flow_span (``theory_beta0``).
     runs: pd.DataFrame
-    #: T1: the horizon, A, nu and its interval, I_K per memorization run, and the t_mem fit.
+    #: T1: the residual integrated, the horizon, A, nu and its interval, I_K per memorization run, and the t_mem fit.
     memorization: dict[str, Any]
     #: T3 per N: slope of ln t_ICL on beta0, its 95% interval, n (None with a reason when unmeasurable).
     beta0_vs_t_icl: dict[int, dict[str, Any]]
@@ -110,7 +111,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _parts(table: pd.DataFrame, residual: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(memorization runs, K = infinity runs, K-sweep runs), checked for what the theory needs."""
     memorizing = table[(table.frozen == "attn") & np.isfinite(table.K)]
     plain = plain_runs(table)
@@ -122,7 +123,7 @@ def _parts(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         )
     if memorizing.empty:
         raise MissingRuns(
-            "theory needs memorization runs (frozen=attn, finite K): T1 and T4 read I_K from their c1; the sweeps have none"
+            f"theory needs memorization runs (frozen=attn, finite K): T1 and T4 read I_K from their {residual}; the sweeps have none"
         )
     for n, runs in infinite.groupby("N"):
         if runs.seed.nunique() < MIN_SEEDS:
@@ -156,12 +157,14 @@ def _interval_dict(interval: Interval | None, why: str = "") -> dict[str, Any]:
     return {"slope": interval.value, "low": interval.low, "high": interval.high, "n": interval.n}
 
 
-def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels()) -> TheoryReport:
+def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels(), residual: str = C1) -> TheoryReport:
     """Every prediction beside the runs of ``table`` (``load_sweeps``): writes theory.json,
     theory.csv and the T1, T3, T4, T6 and T7 figures (T5 with a weight-decay sweep) into ``out_dir`` and returns what it wrote."""
-    memorizing, infinite, sweeps = _parts(table)
+    if residual not in RESIDUALS:
+        raise ConfigError(f"the memorization integral reads one of the logged residuals {', '.join(RESIDUALS)}; got {residual!r}")
+    memorizing, infinite, sweeps = _parts(table, residual)
     sweeps, fading = split_transience(sweeps)
-    curves = memorization_curves(memorizing, C1)
+    curves = memorization_curves(memorizing, residual)
     mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
     law = memorization_law(memorizing, curves, mem_horizon)
     beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps, fading]).drop_duplicates("run").itertuples()}
@@ -171,7 +174,7 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
     ])[["run", "part", "K", "N", "seed", "t_icl", "icl_acc"]]
     runs.insert(5, "beta0", [beta0.get(run, np.nan) for run in runs.run])
     runs = runs.merge(early_flow_fits(infinite), on="run", how="left")
-    report = TheoryReport(runs, _t1(memorizing, curves, mem_horizon, law, table, levels), {}, {}, {})
+    report = TheoryReport(runs, _t1(memorizing, curves, mem_horizon, law, table, levels, residual), {}, {}, {})
 
     for n, at_n in infinite.groupby("N"):
         n = int(n)
@@ -198,10 +201,10 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels())
 
 
 def _t1(memorizing: pd.DataFrame, curves: dict, horizon: float, law: PowerLawFit, table: pd.DataFrame,
-        levels: Levels) -> dict[str, Any]:
+        levels: Levels, residual: str) -> dict[str, Any]:
     at = memorized_at(memorizing, curves, horizon)
     t1 = {
-        "horizon": horizon, "prefactor": law.prefactor, "nu": law.exponent, "nu_low": law.interval[0],
+        "residual": residual, "horizon": horizon, "prefactor": law.prefactor, "nu": law.exponent, "nu_low": law.interval[0],
         "nu_high": law.interval[1], "K": at.K.tolist(), "seed": at.seed.tolist(), "I_K": at.I_K.tolist(),
     }
     try:  # claim 3's fit: the time to reach the memorized IWL accuracy
@@ -256,7 +259,7 @@ def _verdicts(report: TheoryReport) -> list[str]:
     t_mem = (f"the t_mem fit (steps to the memorized IWL accuracy) gives nu {t1['t_mem_nu']:.2f} {_range(t1['t_mem_nu_low'], t1['t_mem_nu_high'], '.2f')}"
              if t1["t_mem_nu"] is not None else "no t_mem fit (no memorization run reached the memorized IWL accuracy)")
     lines = [
-        f"T1: I_K at step {t1['horizon']:.0f} = {t1['prefactor']:.3g} K^{t1['nu']:.2f}, nu "
+        f"T1: I_K ({t1['residual']}) at step {t1['horizon']:.0f} = {t1['prefactor']:.3g} K^{t1['nu']:.2f}, nu "
         f"{_range(t1['nu_low'], t1['nu_high'], '.2f')} over {len(t1['K'])} memorization runs (paper: about 0.7); {t_mem}"
     ]
     for n, fit in report.beta0_vs_t_icl.items():
@@ -316,7 +319,7 @@ def _t1_figure(report: TheoryReport, path: Path) -> None:
     axis.set_yscale("log")
     tick_swept(axis.xaxis, k)
     axis.set_xlabel("K (items)")
-    axis.set_ylabel(f"I_K at step {t1['horizon']:.0f} (integral of c1)")
+    axis.set_ylabel(f"I_K at step {t1['horizon']:.0f} (integral of {t1['residual']})")
     axis.set_title("T1: memorization integral" + (f"; t_mem fit: nu {t1['t_mem_nu']:.2f}" if t1["t_mem_nu"] is not None else ""), fontsize=9)
     axis.legend(fontsize=8)
     _save(figure, path)
