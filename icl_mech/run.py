@@ -21,7 +21,7 @@ from icl_mech.config import RunConfig
 from icl_mech.errors import CheckpointError, RunError
 from icl_mech.model import build_model
 from icl_mech.sampler import Batch, ItemPool, eval_set_names, make_eval_sets, training_pool
-from icl_mech.theory.residual import RESIDUALS
+from icl_mech.theory.residual_columns import RESIDUALS
 
 
 class Run:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from icl_mech.arguments import LEVEL_HELP, add_level_options, directory_to_write, levels_from, sweep_directory
-from icl_mech.theory.residual import C1, RESIDUALS
+from icl_mech.theory.residual_columns import C1, RESIDUALS
 
 #: The accuracy levels the theory reads runs with.
 LEVELS = {name: LEVEL_HELP[name] for name in ("icl", "outcome", "memorized")}

@@ -51,7 +51,8 @@ from icl_mech.sampler import (
     training_pool,
 )
 from icl_mech.stopping import stop_reason
-from icl_mech.theory.residual import IWL_RESIDUAL, RESIDUALS, item_queries, mlp_residual, target_residual
+from icl_mech.theory.residual import item_queries, mlp_residual, target_residual
+from icl_mech.theory.residual_columns import IWL_RESIDUAL, RESIDUALS
 from icl_mech.writer import BackgroundWriter
 
 #: Fields a resumed run may change: it can be trained longer, or stopped by another rule.

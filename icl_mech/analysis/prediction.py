@@ -31,7 +31,7 @@ from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
 from icl_mech.errors import ConfigError
 from icl_mech.theory.predictions import C1_UNMEMORIZED
-from icl_mech.theory.residual import IWL_RESIDUAL
+from icl_mech.theory.residual_columns import IWL_RESIDUAL
 
 #: Bootstrap replicates behind the predicted interval.
 N_BOOTSTRAP = 2000

@@ -45,7 +45,7 @@ from icl_mech.theory.beta0 import initial_match_sharpness
 from icl_mech.theory.predictions import (
     Interval, acquisition_probability, clopper_pearson, log_time_slope, predicted_threshold,
 )
-from icl_mech.theory.residual import C1, RESIDUALS
+from icl_mech.theory.residual_columns import C1, RESIDUALS
 
 #: K = infinity seeds needed at each N: T3's slope and T4's F_inf are statements about the spread
 #: over seeds (and a slope with its interval needs 3 points).

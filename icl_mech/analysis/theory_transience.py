@@ -34,7 +34,7 @@ from icl_mech.errors import ConfigError
 from icl_mech.readout import chance
 from icl_mech.run import load_run
 from icl_mech.theory.flow import FlowParameters
-from icl_mech.theory.residual import C1, IWL_RESIDUAL
+from icl_mech.theory.residual_columns import C1, IWL_RESIDUAL
 from icl_mech.theory.transience import fit_drive, integrate_fading_flow
 
 #: The residuals the flow is driven by, the one the verdict reads first.

@@ -23,7 +23,8 @@ In a memorization run (attention frozen) c1 reads the MLP off its distribution, 
 trained with the frozen attention's output in its input and c1 zeroes it (a run at K = 1024 with
 IWL loss 0.001 keeps c1 at 0.37); the IWL-set residual is what that network has left to learn
 on its items, and its integral gives the paper's nu (docs/THEORY.md, T1). ``icl-mech predict``
-reads it.
+reads it, and ``icl-mech theory --residual iwl_residual``. The column names are in
+``icl_mech.theory.residual_columns``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,6 @@ from icl_mech import readout
 from icl_mech.model import query_logits
 from icl_mech.sampler import ItemPool
 
-#: The metrics column the trainer logs c1 in, at every evaluation of a finite-K paired run.
-C1 = "c1"
-#: The metrics column of the residual read on the IWL set, logged beside c1.
-IWL_RESIDUAL = "iwl_residual"
-#: Both, in the order a metrics row holds them.
-RESIDUALS = (C1, IWL_RESIDUAL)
 
 
 def item_queries(pool: ItemPool) -> Float[Tensor, "K 1 d_token"]:
