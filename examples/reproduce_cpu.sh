@@ -141,9 +141,12 @@ claim3b() {  # Claim 3b: converged K*(N) at N = 10, 15, 20, 30, 40 and 60, and i
     sweep claim3b_n10 --grid N=10 --grid K=2048 "${converged[@]}"
     sweep claim3b_n20 --grid N=20 --grid K=1024,1448,2048,2896 "${converged[@]}"
     sweep claim3b_n40 --grid N=40 --grid K=2048,2896,4096,5792 "${converged[@]}"
+    # N = 40's and 60's grids, set by K* ~ N^1.43, reached ICL at every K: half octaves below.
+    sweep claim3b_n40 --grid N=40 --grid K=1448 "${converged[@]}"
     sweep claim3b_n15 --grid N=15 --grid K=724,1024,1448,2048 "${converged[@]}"
     sweep claim3b_n30 --grid N=30 --grid K=1024,1448,2048,2896 "${converged[@]}"
     sweep claim3b_n60 --grid N=60 --grid K=2896,4096,5792,8192 "${converged[@]}"
+    sweep claim3b_n60 --grid N=60 --grid K=1024,1448,2048 "${converged[@]}"
     # 1/nu beside the slope: T1's nu (I_K from the IWL-set residual) and the t_mem fit's, read from
     # the theory PART's memorization runs.
     theory_memorization
