@@ -40,7 +40,6 @@ from icl_mech.model import query_logits
 from icl_mech.sampler import ItemPool
 
 
-
 def item_queries(pool: ItemPool) -> Float[Tensor, "K 1 d_token"]:
     """Each training item as a query token (item, no label): a one-token sequence per item."""
     blank = torch.zeros(len(pool), pool.n_labels, device=pool.vectors.device)
