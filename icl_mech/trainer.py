@@ -274,7 +274,7 @@ class _Evaluation:
             values = [
                 value for name, batch in member.eval_sets.items() for value in loss_and_accuracy(logits[name], batch.targets)
             ]
-            if self.columns[-1] == IWL_RESIDUAL:  # NaN for a member without items, dropped from its row
+            if IWL_RESIDUAL in self.columns:  # NaN for a member without items, dropped from its row
                 if items:
                     values += [mlp_residual(member.model, *items), target_residual(logits["iwl"], member.eval_sets["iwl"].targets)]
                 else:

@@ -55,6 +55,12 @@ def memorization_curves(memorizing: pd.DataFrame, residual: str) -> dict[str, tu
     return curves
 
 
+def common_horizon(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
+    """The last step every memorization run logged (``memorization_curves``): the horizon up to
+    which each run's I_K is measured, not extrapolated."""
+    return float(min(steps[-1] for steps, _ in curves.values()))
+
+
 def memorized_at(memorizing: pd.DataFrame, curves: dict, horizon: float) -> pd.DataFrame:
     """I_K at ``horizon`` for every memorization run (``memorization_curves``)."""
     return pd.DataFrame({

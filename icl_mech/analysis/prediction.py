@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from icl_mech.analysis.fits import fit_power_law
-from icl_mech.analysis.memorization import memorization_curves, memorization_runs, memorized_at
+from icl_mech.analysis.fits import PowerLawFit, fit_power_law
+from icl_mech.analysis.memorization import common_horizon, memorization_curves, memorization_runs, memorized_at
 from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import threshold_table
@@ -58,9 +58,10 @@ def icl_times(table: pd.DataFrame, n_values: Sequence[int]) -> dict[int, np.ndar
     return times
 
 
-def memorization_at_horizon(table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """I_K of every memorization run (frozen attention, finite K) at their common last step, from
-    the IWL-set residual: (runs with K, seed and I_K; the horizon)."""
+def memorization_law_at_horizon(table: pd.DataFrame) -> tuple[pd.DataFrame, float, PowerLawFit]:
+    """T1 as predict reads it: I_K of every memorization run (frozen attention, finite K) at their
+    common last step, from the IWL-set residual, and I_K = A K^nu fitted on them: (runs with K,
+    seed and I_K; the horizon; the fit)."""
     memorizing = memorization_runs(table)
     if memorizing.K.nunique() < 2:
         raise MissingRuns(
@@ -68,8 +69,13 @@ def memorization_at_horizon(table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
             f"T1's I_K = A K^nu is fitted on them; the sweeps have K={sorted(set(memorizing.K))}"
         )
     curves = memorization_curves(memorizing, IWL_RESIDUAL)
-    horizon = float(min(steps[-1] for steps, _ in curves.values()))
-    return memorized_at(memorizing, curves, horizon), horizon
+    horizon = common_horizon(curves)
+    memorized = memorized_at(memorizing, curves, horizon)
+    try:
+        fit = fit_power_law(memorized.K.to_numpy(), memorized.I_K.to_numpy())
+    except ConfigError as error:
+        raise MissingRuns(f"predict: T1's fit of I_K at step {horizon:.0f}: {error}") from None
+    return memorized, horizon, fit
 
 
 def predict_thresholds(
@@ -80,11 +86,7 @@ def predict_thresholds(
 
     K* is infinite where the median K = infinity run never reached ICL (it never wins).
     """
-    memorized, horizon = memorization_at_horizon(table)
-    try:
-        fit = fit_power_law(memorized.K.to_numpy(), memorized.I_K.to_numpy())
-    except ConfigError as error:
-        raise MissingRuns(f"predict: T1's fit of I_K at step {horizon:.0f}: {error}") from None
+    memorized, horizon, fit = memorization_law_at_horizon(table)
     log_k, log_i = np.log(memorized.K.to_numpy(float)), np.log(memorized.I_K.to_numpy(float))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(memorized), size=(n_bootstrap, len(memorized)))

@@ -33,7 +33,9 @@ import pandas as pd
 from icl_mech.analysis.equalized_shift import equalized_shift, equalized_shift_figure, equalized_shift_verdicts
 from icl_mech.analysis.fits import PowerLawFit, fit_power_law
 from icl_mech.analysis.loss_tie import loss_tie, loss_tie_figure, loss_tie_verdicts
-from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_curves, memorization_times, memorized_at
+from icl_mech.analysis.memorization import (
+    common_horizon, fit_memorization_exponent, memorization_curves, memorization_times, memorized_at,
+)
 from icl_mech.analysis.plotting import MissingRuns, tick_log_values, tick_swept
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.theory_beta0 import beta0_agreement, beta0_verdict, early_flow_fits
@@ -165,7 +167,7 @@ def theory_report(table: pd.DataFrame, out_dir: Path, levels: Levels = Levels(),
     memorizing, infinite, sweeps = _parts(table, residual)
     sweeps, fading = split_transience(sweeps)
     curves = memorization_curves(memorizing, residual)
-    mem_horizon = float(min(steps[-1] for steps, _ in curves.values()))
+    mem_horizon = common_horizon(curves)
     law = memorization_law(memorizing, curves, mem_horizon)
     beta0 = {row.run: initial_match_sharpness(load_run(row.run)) for row in pd.concat([infinite, sweeps, fading]).drop_duplicates("run").itertuples()}
     runs = pd.concat([

@@ -19,10 +19,9 @@ from jaxtyping import Float, Int
 from icl_mech.analysis.fits import PERFECT, fit_log_thresholds, fit_power_law
 from icl_mech.analysis.memorization import fit_memorization_exponent, memorization_times
 from icl_mech.analysis.plotting import MissingRuns, save, tick_log_values, tick_swept
-from icl_mech.analysis.prediction import memorization_at_horizon
+from icl_mech.analysis.prediction import memorization_law_at_horizon
 from icl_mech.analysis.sweep_table import Levels, plain_runs
 from icl_mech.analysis.transition import chance_level, threshold_table
-from icl_mech.errors import ConfigError
 
 #: Resampled sweeps behind the slope's bootstrap interval.
 DRAWS = 2000
@@ -88,9 +87,8 @@ def memorization_exponents(table: pd.DataFrame, levels: Levels) -> dict[str, flo
     measured."""
     nus = {}
     try:
-        memorized, _ = memorization_at_horizon(table)
-        nus["T1"] = fit_power_law(memorized.K.to_numpy(), memorized.I_K.to_numpy()).exponent
-    except (MissingRuns, ConfigError):
+        nus["T1"] = memorization_law_at_horizon(table)[2].exponent
+    except MissingRuns:
         pass
     try:
         nus["t_mem"] = fit_memorization_exponent(memorization_times(table, levels.memorized)).exponent
